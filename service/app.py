@@ -1,0 +1,43 @@
+"""The FastAPI application factory: wiring only (settings, database, executor, routers, errors)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import migrate
+from service.api.routes import datasets, health, jobs, models
+from service.config import Settings
+from service.db import make_engine, make_session_factory
+from service.errors import install_exception_handlers
+from service.executors import make_executor
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings)
+    migrate.upgrade(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.executor.close()
+        engine.dispose()
+
+    app = FastAPI(
+        title="KAN formula discovery service",
+        version="1.0.0",
+        description="Train Kolmogorov-Arnold Networks on your data and get formulas back.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.executor = make_executor(settings)
+
+    install_exception_handlers(app)
+    app.include_router(health.router)
+    for module in (datasets, jobs, models):
+        app.include_router(module.router, prefix="/v1")
+    return app

@@ -1,0 +1,57 @@
+"""All configuration, from the environment (prefix ``KAN_``) through one pydantic-settings class."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KAN_", env_file=".env", extra="ignore")
+
+    # storage
+    data_dir: Path = Field(Path("./data"), description="Directory for the SQLite file and worker scratch.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/kan.db. PostgreSQL: postgresql+psycopg://..."
+    )
+
+    # workers
+    executor: Literal["local", "celery"] = Field("local", description="How jobs reach workers.")
+    workers: int = Field(1, ge=0, le=64, description="Local worker processes started by `kan-service serve`.")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker process.")
+    poll_interval_s: float = Field(0.2, gt=0, le=10, description="How often an idle local worker looks for jobs.")
+    heartbeat_interval_s: float = Field(2.0, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(15.0, gt=0, le=3600, description="A running job whose worker is silent this long is re-queued.")
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts before a job whose workers keep dying fails.")
+    job_timeout_s: float = Field(3600.0, gt=0, description="A job running longer fails with a clear reason.")
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (executor=celery).")
+    gpu_worker: bool = Field(False, description="This worker has a GPU and also consumes the GPU queue.")
+
+    # limits
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    max_rows: int = Field(200_000, ge=1, description="Most rows (train + test) in a dataset.")
+    max_columns: int = Field(64, ge=1, description="Most input plus target columns in a dataset.")
+    max_width: int = Field(256, ge=1, description="Most nodes in one layer.")
+    max_layers: int = Field(8, ge=2)
+    max_grid: int = Field(200, ge=1)
+    max_steps: int = Field(20_000, ge=1, description="Most training steps in one stage.")
+    max_predict_rows: int = Field(100_000, ge=1)
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "info"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'kan.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

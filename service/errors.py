@@ -1,0 +1,133 @@
+"""One exception tree for the service, mapped to RFC 9457 problem+json responses in one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://kan-service.dev/problems/"
+
+
+class ServiceError(Exception):
+    """Base of every error the API reports on purpose."""
+
+    status: int = 500
+    code: str = "internal"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.headers = headers or {}
+        self.extra = extra
+
+
+class BadRequest(ServiceError):
+    status, code, title = 400, "bad-request", "Bad request"
+
+
+class InvalidInput(ServiceError):
+    """A request that parses but whose content is wrong (NaN, ragged rows, illegal config...)."""
+
+    status, code, title = 422, "invalid-input", "Invalid input"
+
+
+class Unauthorized(ServiceError):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(ServiceError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class NotFound(ServiceError):
+    status, code, title = 404, "not-found", "Not found"
+
+    def __init__(self, resource: str, id: str):
+        super().__init__(f"{resource} {id!r} does not exist", resource=resource, id=id)
+
+
+class Conflict(ServiceError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class RateLimited(ServiceError):
+    status, code, title = 429, "rate-limited", "Too many requests"
+
+
+class Unavailable(ServiceError):
+    status, code, title = 503, "unavailable", "Service unavailable"
+
+
+def problem(
+    status: int, title: str, detail: str, *, code: str, instance: str | None = None,
+    field: str | None = None, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    if field:
+        body["field"] = field
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail, code=exc.code, instance=request.url.path,
+                       field=exc.field, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = err.get("loc", ())
+            msg = err.get("msg", "invalid")
+            if err.get("type") == "json_invalid":
+                return problem(400, "Malformed JSON", f"request body is not valid JSON: {err.get('ctx', {}).get('error', msg)}",
+                               code="malformed-json", instance=request.url.path, field="body")
+            errors.append({"field": _loc_to_field(loc), "message": msg, "where": str(loc[0]) if loc else "body"})
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return problem(422, "Invalid input", f"{first['field']}: {first['message']}", code="invalid-input",
+                       instance=request.url.path, field=first["field"], errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        return problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "-"),
+                       instance=request.url.path, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", "an unexpected error occurred; it has been logged",
+                       code="internal", instance=request.url.path)
