@@ -1,0 +1,57 @@
+"""Response shapes shared by every resource: cursor pagination.
+
+A cursor is opaque to clients: the url-safe base64 of the last id of the previous page. Ids sort by
+creation time (service.ids), so "after this id" is a stable position even while rows are inserted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from operator import attrgetter
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel, Field
+
+from service.errors import InvalidInput
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Any)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
+CursorQuery = Annotated[
+    str | None, Query(max_length=200, description="`next_cursor` of the previous page; omit for the first page.")
+]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The id a cursor points after, or None for the first page (InvalidInput on a malformed cursor)."""
+    if not cursor:
+        return None
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput("cursor is not a value returned as next_cursor", field="cursor") from None
+    if not value or not value.isascii() or not value.replace("_", "").isalnum():
+        raise InvalidInput("cursor is not a value returned as next_cursor", field="cursor")
+    return value
+
+
+def split_page(rows: Sequence[R], limit: int, id_of: Callable[[R], str] = attrgetter("id")) -> tuple[list[R], str | None]:
+    """Rows fetched with `limit + 1` -> (the page, the cursor after it or None when it is the last page)."""
+    page = list(rows[:limit])
+    return page, (encode_cursor(id_of(page[-1])) if len(rows) > limit and page else None)
