@@ -1,0 +1,99 @@
+"""Request and response bodies of the /v1/models routes (separate from the ORM rows in service.models)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# A finite JSON number: ints are accepted, booleans, strings, NaN and infinities are not.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class PredictMode(str, enum.Enum):
+    network = "network"   # the KAN itself (splines and symbolic edges)
+    formula = "formula"   # the closed-form formula of every output
+
+
+class FormulaOut(BaseModel):
+    output: int = Field(description="Output column index.")
+    name: str | None = Field(None, description="The dataset's name for this output column.")
+    text: str = Field(description="sympy expression, parseable by sympy.parse_expr with the `variables` as symbols.")
+    latex: str
+    complexity: int | None = None
+    variables: list[str] = Field(description="Input symbols, in input-column order.")
+    r2: float | None = Field(None, description="R² of the formula on the dataset's test split.")
+    rmse: float | None = Field(None, description="RMSE of the formula on the dataset's test split.")
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    job_id: str
+    dataset_id: str
+    parent_model_id: str | None
+    width: list[int] = Field(description="Nodes per layer, after pruning.")
+    has_formula: bool = Field(description="Whether a closed-form formula is stored for every output.")
+    created_at: datetime
+
+
+class ModelDetail(ModelSummary):
+    metrics: dict[str, Any] = Field(description="Train/test RMSE per pipeline stage and final.")
+    formulas: list[FormulaOut] | None = Field(None, description="Stored formulas, one per output, when the pipeline found them.")
+    config: dict[str, Any] = Field(description="The kan_core.io model config (versioned JSON).")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [[0.1, -0.4], [0.5, 0.2]]}]})
+
+    inputs: list[Annotated[list[FiniteFloat], Field(min_length=1)]] = Field(
+        min_length=1, description="Rows of input values, one column per model input."
+    )
+
+
+class PredictResponse(BaseModel):
+    mode: PredictMode
+    outputs: list[list[float | None]] = Field(
+        description="One row per input row, one column per model output; null where the value is not a finite number."
+    )
+
+
+class FormulaResponse(BaseModel):
+    model_id: str
+    source: str = Field(description="`stored` (written when the model was made) or `computed` (derived on request).")
+    formulas: list[FormulaOut]
+
+
+class SymbolicFit(BaseModel):
+    function: str = Field(description="Name from the kan_core function library.")
+    affine: list[float] = Field(description="(a, b, c, d): the edge is c * f(a*x + b) + d.")
+    r2: float | None = None
+
+
+class Curve(BaseModel):
+    x: list[float]
+    y: list[float | None]
+
+
+class EdgeOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    layer: int
+    in_: int = Field(alias="in", serialization_alias="in")
+    out: int
+    active: bool = Field(description="False where pruning removed the edge.")
+    knots: list[float]
+    coefficients: list[float]
+    curve: Curve = Field(description="The edge's activation sampled over the range of its inputs.")
+    symbolic: SymbolicFit | None = Field(None, description="Present where the edge is a fixed symbolic function.")
+    importance: float | None = Field(None, description="Attribution score of the edge on the training sample.")
+
+
+class SplinesResponse(BaseModel):
+    model_id: str
+    width: list[int]
+    n_samples: int = Field(description="Training rows the curves and importances were computed on.")
+    edges: list[EdgeOut]
