@@ -1,4 +1,4 @@
-"""Response shapes shared by every resource: cursor pagination.
+"""Shapes shared by every resource: cursor pagination, UTC timestamps.
 
 A cursor is opaque to clients: the url-safe base64 of the last id of the previous page. Ids sort by
 creation time (service.ids), so "after this id" is a stable position even while rows are inserted.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from operator import attrgetter
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from service.errors import InvalidInput
 
@@ -22,6 +23,15 @@ R = TypeVar("R", bound=Any)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite returns naive datetimes; every timestamp the service writes is UTC
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+"""A timestamp serialised with its UTC offset, whatever the database returned."""
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")]
 CursorQuery = Annotated[
