@@ -1,0 +1,269 @@
+"""B-spline math on per-input knot grids: pure functions, no state.
+
+Shapes: ``B`` samples, ``I`` inputs (one knot vector per input), ``O`` outputs, ``G`` grid intervals,
+``k`` spline order (degree), ``K = G + k`` basis functions per input.
+
+A grid is stored *extended*: ``G + 1`` knots spanning the domain plus ``k`` extra knots on each side,
+``G + 2k + 1`` knots in all, which carry exactly ``K`` B-splines of order ``k``.
+
+The public functions validate their arguments (``ValueError``); the underscored kernels below them
+skip the checks and are what the layer calls on its hot path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Relative ridge of the least-squares fits: lambda = RIDGE * mean(diag(B^T B)).
+DEFAULT_RIDGE = 1e-8
+REFINE_STEPS = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# grids
+
+
+def uniform_grid(
+    in_dim: int,
+    G: int,
+    grid_range: tuple[float, float] = (-1.0, 1.0),
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``G + 1`` evenly spaced knots over ``grid_range``, the same for each of ``in_dim`` inputs.
+
+    Returns ``(I, G+1)``.
+    """
+    if in_dim < 1:
+        raise ValueError(f"in_dim must be >= 1, got {in_dim}")
+    if G < 1:
+        raise ValueError(f"grid (number of intervals) must be >= 1, got {G}")
+    lo, hi = (float(v) for v in grid_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"grid_range must be finite with lo < hi, got {tuple(grid_range)}")
+    knots = torch.linspace(lo, hi, G + 1, dtype=dtype, device=device)  # (G+1,)
+    return knots.expand(in_dim, G + 1).contiguous()
+
+
+def extend_grid(grid: torch.Tensor, k: int) -> torch.Tensor:
+    """Add ``k`` knots on each side of ``grid (I, G+1)``, spaced like the end interval they continue.
+
+    Returns ``(I, G+2k+1)``.
+    """
+    _check_k(k)
+    if grid.dim() != 2 or grid.shape[1] < 2:
+        raise ValueError(f"grid must have shape (I, G+1) with G >= 1, got {tuple(grid.shape)}")
+    steps = torch.arange(1, k + 1, dtype=grid.dtype, device=grid.device)  # (k,)
+    h_lo = (grid[:, 1] - grid[:, 0]).unsqueeze(1)  # (I, 1)
+    h_hi = (grid[:, -1] - grid[:, -2]).unsqueeze(1)  # (I, 1)
+    left = grid[:, :1] - h_lo * steps.flip(0)  # (I, k), increasing
+    right = grid[:, -1:] + h_hi * steps  # (I, k)
+    return torch.cat([left, grid, right], dim=1)
+
+
+def interior(grid: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``G + 1`` domain knots of an extended grid ``(I, G+2k+1)`` -> ``(I, G+1)``."""
+    return grid[:, k : grid.shape[1] - k]
+
+
+# ----------------------------------------------------------------------------------------------
+# basis
+
+
+def b_spline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
+    """All order-``k`` B-splines of each input's knot vector at ``x``, by Cox-de Boor.
+
+    ``x (B, I)``, ``grid (I, G+2k+1)`` -> ``(B, I, K)``. Zero outside ``[grid[:, 0], grid[:, -1])``.
+    Repeated knots are allowed (their 0/0 terms are 0). Differentiable in ``x`` (analytic backward:
+    the derivative of an order-k B-spline is k times a difference of order k-1 ones), not in ``grid``.
+    """
+    _check_k(k)
+    _check_x_grid(x, grid, k)
+    _check_finite(x, "x")
+    _check_finite(grid, "grid")
+    return basis(x, grid, k, knot_tables(grid, k))
+
+
+def knot_tables(grid: torch.Tensor, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per Cox-de Boor level ``p = 1..k``: ``(inv, shift)``, both ``(I, G+2k+1-p)``, with
+    ``w_i(x) = (x - t_i) / (t_{i+p} - t_i) = x * inv_i + shift_i`` (0 where the knots coincide).
+
+    They depend on the grid only; a layer caches them between grid changes.
+    """
+    tables = []
+    for p in range(1, k + 1):
+        den = grid[:, p:] - grid[:, :-p]  # (I, M-p)
+        inv = torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
+        tables.append((inv, -grid[:, :-p] * inv))
+    return tables
+
+
+def basis(
+    x: torch.Tensor, grid: torch.Tensor, k: int, tables: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """Unchecked `b_spline_basis` with precomputed `knot_tables`: ``(B, I) -> (B, I, K)``."""
+    return _BSplineBasis.apply(x, grid, k, tables)
+
+
+def _cox_de_boor(
+    x: torch.Tensor, grid: torch.Tensor, levels: list[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """Order ``len(levels)`` basis ``(B, I, M-1-len(levels))`` from order 0 up; ``M`` knots."""
+    xe = x.unsqueeze(-1)  # (B, I, 1)
+    b = ((xe >= grid[:, :-1]) & (xe < grid[:, 1:])).to(x.dtype)  # (B, I, M-1): order 0
+    for inv, shift in levels:
+        # B_{i,p} = w_i B_{i,p-1} + (1 - w_{i+1}) B_{i+1,p-1}
+        v = torch.addcmul(shift, xe, inv) * b  # (B, I, n) w_i * B_{i,p-1}
+        b = (v[..., :-1] - v[..., 1:]).add_(b[..., 1:])  # (B, I, n-1)
+    return b
+
+
+class _BSplineBasis(torch.autograd.Function):
+    """Cox-de Boor forward; backward from the order k-1 basis only (one saved tensor):
+
+    dB_{i,k}/dx = k * (inv_i B_{i,k-1} - inv_{i+1} B_{i+1,k-1}),  inv_i = 1 / (t_{i+k} - t_i)
+    so  dL/dx = sum_j S_j * (g_j - g_{j-1})  with  S_j = k * inv_j * B_{j,k-1},  g_{-1} = g_K = 0.
+    """
+
+    @staticmethod
+    def forward(ctx, x, grid, k, tables):  # x (B, I), grid (I, M)
+        lower = _cox_de_boor(x, grid, tables[: k - 1])  # (B, I, K+1): order k-1
+        inv, shift = tables[k - 1]  # (I, K+1)
+        v = torch.addcmul(shift, x.unsqueeze(-1), inv) * lower
+        out = (v[..., :-1] - v[..., 1:]).add_(lower[..., 1:])  # (B, I, K)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(lower.mul_(inv * k))  # S (B, I, K+1)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # grad_out (B, I, K)
+        (s,) = ctx.saved_tensors
+        g = torch.nn.functional.pad(grad_out, (1, 1))  # (B, I, K+2)
+        grad_x = torch.linalg.vecdot(s, g[..., 1:] - g[..., :-1])  # (B, I)
+        return grad_x, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# curves <-> coefficients
+
+
+def coef_to_curve(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
+    """Evaluate the splines ``sum_m coef[i, o, m] B_m(x_i)``: ``x (B, I)``, ``coef (I, O, K)`` -> ``(B, I, O)``."""
+    _check_k(k)
+    _check_x_grid(x, grid, k)
+    _check_coef(coef, grid, k)
+    _check_finite(x, "x")
+    return torch.einsum("bim,iom->bio", b_spline_basis(x, grid, k), coef)
+
+
+def curve_to_coef(
+    x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, k: int, ridge: float = DEFAULT_RIDGE
+) -> torch.Tensor:
+    """Least-squares spline coefficients through samples: ``x (B, I)``, ``y (B, I, O)`` -> ``(I, O, K)``.
+
+    Solves ``min_c sum_b (y[b,i,o] - sum_m c[i,o,m] B_m(x[b,i]))^2 + lam |c[i,o]|^2`` per ``(i, o)``
+    with ``lam = ridge * mean(diag(B_i^T B_i))``; a tiny relative ridge, so well-posed fits are not
+    biased, while basis functions no sample reaches get coefficient 0 instead of NaN.
+    """
+    _check_k(k)
+    _check_x_grid(x, grid, k)
+    _check_finite(x, "x")
+    _check_finite(y, "y")
+    if y.dim() != 3 or y.shape[:2] != x.shape:
+        raise ValueError(f"y must have shape (B, I, O) = ({x.shape[0]}, {x.shape[1]}, O), got {tuple(y.shape)}")
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    w = _work_dtype(x)
+    bas = b_spline_basis(x.to(w), grid.to(w), k)  # (B, I, K)
+    rhs = torch.einsum("bim,bio->imo", bas, y.to(w))  # (I, K, O)
+    return ridge_solve(bas, rhs, ridge).transpose(1, 2).to(y.dtype)
+
+
+def project_coef(
+    x: torch.Tensor,
+    grid_from: torch.Tensor,
+    coef: torch.Tensor,
+    grid_to: torch.Tensor,
+    k: int,
+    ridge: float = DEFAULT_RIDGE,
+) -> torch.Tensor:
+    """Re-express splines on another grid, least squares at the samples ``x (B, I)``.
+
+    ``coef (I, O, K_from)`` on ``grid_from`` -> ``(I, O, K_to)`` on ``grid_to``; equal to
+    ``curve_to_coef(x, coef_to_curve(x, grid_from, coef, k), grid_to, k)`` but never forms the
+    ``(B, I, O)`` curve: the right-hand side is ``(B_to^T B_from) coef^T``.
+    """
+    _check_k(k)
+    _check_x_grid(x, grid_from, k)
+    _check_x_grid(x, grid_to, k)
+    _check_coef(coef, grid_from, k)
+    _check_finite(x, "x")
+    w = _work_dtype(x)
+    x = x.to(w)
+    b_to = b_spline_basis(x, grid_to.to(w), k)  # (B, I, K_to)
+    cross = torch.einsum("bim,bin->imn", b_to, b_spline_basis(x, grid_from.to(w), k))  # (I, K_to, K_from)
+    rhs = cross @ coef.to(w).transpose(1, 2)  # (I, K_to, O)
+    return ridge_solve(b_to, rhs, ridge).transpose(1, 2).to(coef.dtype)
+
+
+def ridge_solve(bas: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Solve ``(B_i^T B_i + lam_i Id) c_i = rhs_i`` for every input ``i``.
+
+    ``bas (B, I, K)``, ``rhs (I, K, O)`` -> ``(I, K, O)`` in the working dtype (float64: the normal
+    equations square the condition number; the fits above also evaluate the basis in it). By Cholesky; ``lam_i = ridge * mean(diag(B_i^T B_i))``, floored so
+    that an input without any sample still gets a positive definite system (and coefficients 0);
+    ``ridge = 0`` still adds machine epsilon. `REFINE_STEPS` of iterated Tikhonov regularisation
+    ``c += (A + lam Id)^-1 (rhs - A c)`` then shrink the ridge's bias from ``lam/s`` to ``(lam/s)^3``
+    along each singular direction ``s`` of ``A``, while directions no sample sees stay exactly 0.
+    """
+    work = _work_dtype(bas)
+    bas = bas.to(work)
+    gram = torch.einsum("bim,bin->imn", bas, bas)  # (I, K, K)
+    K = gram.shape[-1]
+    eye = torch.eye(K, dtype=work, device=gram.device)
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1.0 / K)  # (I,)
+    lam = max(ridge, torch.finfo(work).eps) * scale
+    chol = torch.linalg.cholesky(gram + lam[:, None, None] * eye)  # positive definite: lam > 0
+    rhs = rhs.to(work)
+    sol = torch.cholesky_solve(rhs, chol)
+    for _ in range(REFINE_STEPS):  # iterated Tikhonov: removes the ridge bias, stays in range(gram)
+        sol = sol + torch.cholesky_solve(rhs - gram @ sol, chol)
+    return sol
+
+
+def _work_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 for the least-squares fits, except on devices without it (Apple MPS)."""
+    return torch.float64 if t.device.type != "mps" else t.dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"spline order k must be an integer >= 1, got {k!r}")
+
+
+def _check_x_grid(x: torch.Tensor, grid: torch.Tensor, k: int) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape (B, I), got {tuple(x.shape)}")
+    if grid.dim() != 2 or grid.shape[0] != x.shape[1]:
+        raise ValueError(f"grid must have shape (I={x.shape[1]}, G+2k+1), got {tuple(grid.shape)}")
+    if grid.shape[1] < 2 * k + 2:
+        raise ValueError(f"an extended grid of order k={k} needs >= {2 * k + 2} knots, got {grid.shape[1]}")
+
+
+def _check_coef(coef: torch.Tensor, grid: torch.Tensor, k: int) -> None:
+    K = grid.shape[1] - k - 1
+    if coef.dim() != 3 or coef.shape[0] != grid.shape[0] or coef.shape[2] != K:
+        raise ValueError(f"coef must have shape (I={grid.shape[0]}, O, K={K}), got {tuple(coef.shape)}")
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")

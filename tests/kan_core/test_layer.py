@@ -1,0 +1,232 @@
+import math
+
+import pytest
+import torch
+
+from kan_core import spline
+from kan_core.functions import SymbolicFunction
+from kan_core.layer import KANLayer
+
+f64 = torch.float64
+
+
+def make_layer(n_in=3, n_out=4, G=5, k=3, seed=0, **kw) -> KANLayer:
+    return KANLayer(n_in, n_out, G, k, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def randomise(layer: KANLayer, seed: int = 1) -> KANLayer:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (layer.coef, layer.scale_base, layer.scale_sp):
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return layer
+
+
+def inputs(n=256, d=3, seed=0, lo=-1.0, hi=1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(n, d, generator=g, dtype=f64)
+
+
+def test_state_shapes_and_init():
+    layer = make_layer(3, 4, G=5, k=3)
+    assert layer.grid.shape == (3, 5 + 7) and layer.coef.shape == (3, 4, 8)
+    assert layer.scale_base.shape == layer.scale_sp.shape == layer.mask.shape == layer.sym_mask.shape == (3, 4)
+    assert layer.sym_affine.shape == (3, 4, 4)
+    assert layer.sym_names == [[""] * 4 for _ in range(3)]
+    assert {n for n, _ in layer.named_buffers()} == {"grid", "mask", "sym_mask"}
+    assert {n for n, _ in layer.named_parameters()} == {"coef", "scale_base", "scale_sp", "sym_affine"}
+    assert torch.allclose(layer.scale_sp, torch.full((3, 4), 1 / math.sqrt(3), dtype=f64))
+    assert layer.scale_base.abs().max() <= 1 / math.sqrt(3)
+    # the initial spline is small noise (noise_scale / G)
+    y = spline.coef_to_curve(inputs(), layer.grid, layer.coef, 3)
+    assert y.abs().max() < 0.1 / 5
+
+
+def test_same_generator_seed_same_layer():
+    a, b = make_layer(seed=3), make_layer(seed=3)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
+    assert not torch.equal(a.coef, make_layer(seed=4).coef)
+
+
+def test_forward_equals_sum_of_edges_and_reference_formula():
+    layer = randomise(make_layer())
+    x = inputs()
+    edges = layer.edge_outputs(x)  # (B, I, O)
+    ref = layer.scale_base * torch.nn.functional.silu(x)[..., None] + layer.scale_sp * spline.coef_to_curve(
+        x, layer.grid, layer.coef, layer.k
+    )
+    assert torch.allclose(edges, ref, atol=1e-12)
+    assert torch.allclose(layer(x), edges.sum(1), atol=1e-12)
+
+
+def test_mask_removes_edges():
+    layer = randomise(make_layer())
+    layer.mask[1, 2] = 0.0
+    x = inputs()
+    edges = layer.edge_outputs(x)
+    assert edges[:, 1, 2].abs().max() == 0
+    assert torch.allclose(layer(x), edges.sum(1), atol=1e-12)
+
+
+def test_symbolic_edges():
+    layer = randomise(make_layer())
+    layer.set_symbolic(0, 1, "sin", (2.0, 0.1, 0.5, 0.3))
+    layer.set_symbolic(2, 3, "x^2", (1.0, -0.5, 2.0, 0.0))
+    layer.set_symbolic(1, 1, "sin")
+    x = inputs()
+    edges = layer.edge_outputs(x)
+    assert torch.allclose(edges[:, 0, 1], 0.5 * torch.sin(2 * x[:, 0] + 0.1) + 0.3)
+    assert torch.allclose(edges[:, 2, 3], 2 * (x[:, 2] - 0.5) ** 2)
+    assert torch.allclose(edges[:, 1, 1], torch.sin(x[:, 1]))
+    assert torch.allclose(layer(x), edges.sum(1), atol=1e-12)
+    assert layer.sym_names[0][1] == "sin" and layer.sym_mask[0, 1] == 1
+    layer.clear_symbolic(0, 1)
+    assert layer.sym_names[0][1] == "" and layer.sym_mask[0, 1] == 0
+    assert torch.allclose(layer.edge_outputs(x)[:, 0, 1], edges.new_tensor(0) + (
+        layer.scale_base[0, 1] * torch.nn.functional.silu(x[:, 0])
+        + layer.scale_sp[0, 1] * spline.coef_to_curve(x, layer.grid, layer.coef, 3)[:, 0, 1]
+    ))
+
+
+def test_symbolic_affine_gets_gradients():
+    layer = make_layer()
+    layer.set_symbolic(0, 0, "sin", (1.0, 0.0, 1.0, 0.0))
+    layer(inputs()).sum().backward()
+    assert layer.sym_affine.grad[0, 0].abs().sum() > 0
+    assert layer.sym_affine.grad[1].abs().sum() == 0
+    assert layer.coef.grad[0, 0].abs().sum() == 0  # the spline branch is off
+
+
+def test_custom_symbolic_function():
+    cube_root = SymbolicFunction("cbrt", lambda x: torch.sign(x) * x.abs() ** (1 / 3), lambda x: x ** (1 / 3), 3)
+    layer = make_layer()
+    layer.set_symbolic(1, 2, cube_root, (1.0, 0.0, 1.0, 0.0))
+    x = inputs()
+    assert torch.allclose(layer.edge_outputs(x)[:, 1, 2], torch.sign(x[:, 1]) * x[:, 1].abs() ** (1 / 3))
+    assert layer.symbolic_function(1, 2) is cube_root
+    assert layer.subset([1], [2]).symbolic_function(0, 0) is cube_root
+
+
+def test_spline_edge_std_is_exact():
+    layer = randomise(make_layer())
+    layer.mask[0, 0] = 0.0
+    layer.set_symbolic(2, 1, "exp", (1.0, 0.0, 1.0, 0.0))
+    x = inputs(500)
+    ref = layer.edge_outputs(x).std(0)
+    ref[2, 1] = 0.0  # symbolic edges are not counted
+    std = layer.spline_edge_std(x)
+    assert torch.allclose(std, ref, atol=1e-12, rtol=1e-10)
+    y, std2 = layer.forward_with_edge_std(x)
+    assert torch.allclose(y, layer(x)) and torch.allclose(std2, std)
+
+
+def test_spline_edge_std_gradient_finite_on_masked_and_constant():
+    layer = randomise(make_layer(2, 2))
+    layer.mask[0, 1] = 0.0
+    x = inputs(64, 2)
+    x[:, 1] = 0.3  # a constant input: zero variance edges
+    layer.spline_edge_std(x).sum().backward()
+    for p in layer.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+
+
+def test_gradients_match_reference_autograd():
+    """The fused forward and the analytic basis backward give the plain autograd gradients."""
+    layer = randomise(make_layer())
+    x = inputs(64).requires_grad_()
+    layer(x).pow(2).sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in (layer.coef, layer.scale_base, layer.scale_sp)]
+    x2 = x.detach().clone().requires_grad_()
+    coef, sb, sp = (p.detach().clone().requires_grad_() for p in (layer.coef, layer.scale_base, layer.scale_sp))
+    # reference: direct Cox-de Boor through autograd, (B, I, O) materialised
+    b = spline._cox_de_boor(x2, layer.grid, spline.knot_tables(layer.grid, layer.k))
+    ref = (sb * torch.nn.functional.silu(x2)[..., None] + sp * torch.einsum("bik,iok->bio", b, coef)).sum(1)
+    ref.pow(2).sum().backward()
+    for g, r in zip(got, [x2.grad, coef.grad, sb.grad, sp.grad]):
+        assert torch.allclose(g, r, atol=1e-10)
+
+
+def test_update_grid_adapts_and_keeps_function():
+    layer = make_layer(2, 2, G=8)
+    x = inputs(1000, 2, lo=-3.0, hi=3.0) ** 3 / 9  # skewed samples, range about [-3, 3]
+    layer.grid_eps = 1.0  # uniform over the samples' range
+    layer.update_grid(x)
+    inner = spline.interior(layer.grid, 3)
+    assert torch.allclose(inner[:, 0], x.min(0).values) and torch.allclose(inner[:, -1], x.max(0).values)
+    assert torch.allclose(inner.diff(dim=1), inner.diff(dim=1)[:, :1].expand(-1, 8))
+    layer.grid_eps = 0.02  # now adaptive, on a smooth function: values on the samples are kept
+    with torch.no_grad():
+        layer.coef.copy_(spline.curve_to_coef(x, torch.sin(x)[..., None].expand(-1, -1, 2), layer.grid, 3))
+    before = layer(x)
+    layer.update_grid(x)
+    assert (layer(x) - before).abs().max() < 2e-2  # the fit error of 8 cubic pieces on sin over [-3, 3]
+    assert (layer(x) - before).pow(2).mean().sqrt() < 2e-3
+    d = spline.interior(layer.grid, 3).diff(dim=1)
+    assert (d > 0).all() and d[0, 4] < d[0, 0] / 5  # denser where the samples are
+
+
+def test_update_grid_degenerate_input():
+    layer = randomise(make_layer(2, 1))
+    x = inputs(50, 2)
+    x[:, 0] = 0.5
+    before = layer.edge_outputs(x)[:, 0]
+    layer.update_grid(x)
+    assert torch.isfinite(layer.grid).all() and (layer.grid.diff(dim=1) > 0).all()
+    assert torch.allclose(layer.edge_outputs(x)[:, 0], before, atol=1e-6)
+
+
+@pytest.mark.parametrize("G_new", [10, 7])
+def test_refine_keeps_function(G_new):
+    layer = randomise(make_layer(2, 3, G=5))
+    layer.set_symbolic(1, 0, "sin", (1.0, 0.2, 1.0, 0.0))
+    layer.update_grid(inputs(300, 2) ** 3)  # non-uniform grid
+    fine = layer.refine(G_new)
+    assert fine.G == G_new and fine.coef.shape == (2, 3, G_new + 3)
+    assert fine.sym_names == layer.sym_names and torch.equal(fine.sym_affine, layer.sym_affine)
+    inner = spline.interior(layer.grid, 3)
+    x = inner[:, :1].T + (inner[:, -1:] - inner[:, :1]).T * inputs(400, 2, lo=0, hi=1)
+    tol = 1e-9 if G_new % 5 == 0 else 0.05
+    assert (fine(x) - layer(x)).abs().max() < tol
+
+
+def test_subset():
+    layer = randomise(make_layer(4, 3))
+    layer.set_symbolic(2, 1, "x^2", (1.0, 0.0, 3.0, 0.0))
+    layer.mask[3, 0] = 0
+    sub = layer.subset([3, 2], [1, 0])
+    x = inputs(100, 4)
+    ref = layer.edge_outputs(x)[:, [3, 2]][:, :, [1, 0]]
+    assert torch.allclose(sub.edge_outputs(x[:, [3, 2]]), ref)
+    assert sub.sym_names == [["", ""], ["x^2", ""]] and sub.mask[0, 1] == 0
+    sub.coef.data.add_(1)  # a copy
+    assert not torch.equal(sub.coef, layer.coef[[3, 2]][:, [1, 0]])
+
+
+def test_float32():
+    layer = randomise(make_layer(dtype=torch.float32))
+    x = inputs().float()
+    assert layer(x).dtype == torch.float32
+    assert torch.allclose(layer.spline_edge_std(x), layer.edge_outputs(x).std(0), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: KANLayer(0, 2), "in_dim"),
+        (lambda: KANLayer(2, 2, grid=0), "grid"),
+        (lambda: KANLayer(2, 2, k=0), "k"),
+        (lambda: KANLayer(2, 2, grid_eps=2.0), "grid_eps"),
+        (lambda: make_layer()(torch.zeros(5, 2, dtype=f64)), r"shape \(B, 3\)"),
+        (lambda: make_layer().set_symbolic(3, 0, "sin"), "out of range"),
+        (lambda: make_layer().set_symbolic(0, 0, "nope"), "unknown symbolic function"),
+        (lambda: make_layer().set_symbolic(0, 0, "sin", (1, 2)), "affine"),
+        (lambda: make_layer().subset([0, 0], [1]), "distinct"),
+        (lambda: make_layer().refine(0), "G_new"),
+        (lambda: make_layer().spline_edge_std(torch.zeros(1, 3, dtype=f64)), "at least 2"),
+        (lambda: make_layer().update_grid(torch.full((4, 3), float("inf"), dtype=f64)), "NaN"),
+    ],
+)
+def test_bad_arguments(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
