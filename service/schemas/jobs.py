@@ -52,7 +52,7 @@ StageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 class _Input(BaseModel):
     """Request bodies: unknown fields are errors (a typo must not silently become a default)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class SymbolicJobCreate(_SymbolicOptions):
         return self
 
     def stages(self) -> list[Any]:
-        symbolic = SymbolicStageSpec(**self.model_dump(exclude={"retrain"}), name="symbolic")
+        symbolic = SymbolicStageSpec(**self.model_dump(by_alias=True, exclude={"retrain"}), name="symbolic")
         return [symbolic] + ([self.retrain] if self.retrain is not None else [])
 
 

@@ -1,0 +1,197 @@
+"""Local workers: processes on this machine that poll the database for queued jobs and run them.
+
+`run_workers(settings, n)` starts n worker processes (multiprocessing "spawn": no state inherited
+from the caller, which may be an API process) and supervises them until SIGTERM / SIGINT or until
+its `stop` event is set; a worker process that dies is started again. `WorkerPool` is the same
+supervisor for callers that want to run something else meanwhile (tests, `kan-service serve`).
+
+Each worker process (`LocalWorker`):
+- sets torch's intra-op threads to settings.torch_threads (n workers x threads <= cores);
+- registers itself in the workers table and runs a heartbeat thread that stamps its Worker row and
+  its current job every heartbeat_interval_s, and runs the reaper (service.jobs.reap), so jobs of
+  workers that died are re-queued by the survivors;
+- claims the oldest queued job of its queues ("cpu", plus "gpu" when settings.gpu_worker) with an
+  atomic compare-and-set and runs it (service.worker.runner);
+- on SIGTERM / SIGINT stops its job at the next training step, puts it back in the queue without
+  counting the attempt, unregisters and exits. It also exits when its supervisor disappears.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+from service import jobs
+from service.config import Settings
+from service.db import make_engine, make_session_factory, session_scope
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 30.0      # how long a stopping supervisor waits for a worker before killing it
+RESTART_DELAY_S = 1.0    # pause before a dead worker process is replaced
+
+
+def worker_queues(settings: Settings) -> list[str]:
+    return ["cpu", "gpu"] if settings.gpu_worker else ["cpu"]
+
+
+class LocalWorker:
+    """One worker: claim, run, repeat. `run()` blocks until `stop()` (or SIGTERM in `run_worker`)."""
+
+    def __init__(self, settings: Settings, *, kind: str = "local", watch_parent: bool = False):
+        self.settings = settings
+        self.kind = kind
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.queues = worker_queues(settings)
+        self.stopping = threading.Event()
+        self.current: jobs.Claim | None = None
+        self._parent_pid = os.getppid() if watch_parent else None
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run(self) -> None:
+        import torch  # workers only: the API process never needs torch's thread pool
+
+        from service.worker.runner import run_job
+
+        torch.set_num_threads(self.settings.torch_threads)
+        engine = make_engine(self.settings)
+        factory = make_session_factory(engine)
+        with session_scope(factory) as session:
+            jobs.register_worker(session, self.id, kind=self.kind, hostname=socket.gethostname(), pid=os.getpid())
+        log.info("worker %s started (queues %s, %d torch threads)", self.id, ",".join(self.queues),
+                 self.settings.torch_threads)
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(factory, beating), name="heartbeat", daemon=True)
+        heart.start()
+        try:
+            while not self.stopping.is_set():
+                with factory() as session:
+                    claim = jobs.claim_next(session, self.id, self.queues)
+                if claim is None:
+                    self.stopping.wait(self.settings.poll_interval_s)
+                    continue
+                self.current = claim
+                try:
+                    run_job(factory, self.settings, claim, shutdown=self.stopping)
+                finally:
+                    self.current = None
+        finally:
+            beating.set()
+            heart.join(timeout=self.settings.heartbeat_interval_s + 5)
+            with session_scope(factory) as session:
+                jobs.unregister_worker(session, self.id)
+            engine.dispose()
+            log.info("worker %s stopped", self.id)
+
+    def _heartbeat(self, factory, done: threading.Event) -> None:
+        while not done.wait(self.settings.heartbeat_interval_s):
+            try:
+                with factory() as session:
+                    jobs.heartbeat(session, self.id, self.current)
+                    jobs.reap(session, self.settings)
+            except Exception:  # a busy or unreachable database must not kill the heartbeat
+                log.exception("worker %s: heartbeat failed", self.id)
+            if self._parent_pid is not None and os.getppid() != self._parent_pid:
+                log.warning("worker %s: supervisor %d is gone; stopping", self.id, self._parent_pid)
+                self.stop()
+
+
+def run_worker(settings: Settings, *, watch_parent: bool = False) -> None:
+    """Run one LocalWorker in this process until SIGTERM / SIGINT (the entry of a worker process)."""
+    worker = LocalWorker(settings, watch_parent=watch_parent)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("worker %s: %s, finishing", worker.id, signal.Signals(signum).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run()
+
+
+def _pool_child(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    run_worker(settings, watch_parent=True)
+
+
+class WorkerPool:
+    """Starts n worker processes and keeps n alive until `stop()`."""
+
+    def __init__(self, settings: Settings, n: int):
+        self.settings = settings
+        self.n = n
+        self.processes: list[BaseProcess] = []
+        self._ctx = multiprocessing.get_context("spawn")
+
+    def _spawn(self, index: int) -> BaseProcess:
+        process = self._ctx.Process(target=_pool_child, args=(self.settings,), name=f"kan-worker-{index}", daemon=False)
+        process.start()
+        log.info("started worker process %s (pid %s)", process.name, process.pid)
+        return process
+
+    def start(self) -> WorkerPool:
+        self.processes = [self._spawn(i) for i in range(self.n)]
+        return self
+
+    def replace_dead(self) -> None:
+        for i, process in enumerate(self.processes):
+            if not process.is_alive():
+                log.warning("worker process %s (pid %s) exited with %s; starting another",
+                            process.name, process.pid, process.exitcode)
+                process.close()
+                self.processes[i] = self._spawn(i)
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: finish the step, re-queue the job, exit
+        deadline = time.monotonic() + grace_s
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("worker process %s did not stop in %.0f s; killing it", process.name, grace_s)
+                process.kill()
+                process.join()
+        self.processes = []
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_workers(settings: Settings, n: int | None = None, *, stop: threading.Event | None = None) -> None:
+    """Run `n` (default settings.workers) worker processes until SIGTERM / SIGINT or `stop` is set.
+
+    Blocks. Signal handlers are installed only when called from the main thread; from another
+    thread, set `stop` to end it."""
+    n = settings.workers if n is None else n
+    if n <= 0:
+        log.info("no local workers configured")
+        return
+    stop = stop or threading.Event()
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    pool = WorkerPool(settings, n).start()
+    try:
+        while not stop.wait(RESTART_DELAY_S):
+            pool.replace_dead()
+    finally:
+        log.info("stopping %d worker process(es)", n)
+        pool.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,77 @@
+"""Helpers shared by the job, worker and end-to-end tests: settings tuned for fast tests, rows
+inserted through the ORM (as another process would), problem+json assertions, tiny pipelines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save as save_safetensors
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.config import Settings
+from service.ids import new_id
+from service.models import Dataset
+
+FAST = {
+    "poll_interval_s": 0.05,
+    "heartbeat_interval_s": 0.2,
+    "heartbeat_timeout_s": 2.0,
+    "torch_threads": 1,
+}
+
+
+def fast_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, **{**FAST, **overrides})
+
+
+def insert_dataset(
+    factory: sessionmaker[Session], *, n_in: int = 2, n_out: int = 1, n_train: int = 200, n_test: int = 100,
+    fn: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0, tenant: str = "default",
+) -> str:
+    """A dataset row in the format service.models documents (float64 safetensors arrays)."""
+    rng = np.random.default_rng(seed)
+    fn = fn or (lambda x: np.repeat(x.sum(axis=1, keepdims=True), n_out, axis=1))
+    x_train, x_test = rng.uniform(-1, 1, (n_train, n_in)), rng.uniform(-1, 1, (n_test, n_in))
+    arrays = {"train_input": x_train, "train_label": fn(x_train), "test_input": x_test, "test_label": fn(x_test)}
+    with factory() as session:
+        row = Dataset(
+            id=new_id("ds"), tenant_id=tenant, name="test", source="json", feature_names=[f"x{i + 1}" for i in range(n_in)],
+            target_names=[f"y{j + 1}" for j in range(n_out)], n_train=n_train, n_test=n_test,
+            arrays=save_safetensors({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}),
+        )
+        session.add(row)
+        session.commit()
+        return row.id
+
+
+def tiny_pipeline(steps: int = 5, *, width: list[int] | None = None) -> dict[str, Any]:
+    """A pipeline that trains in well under a second: a few Adam steps on a small network."""
+    return {
+        "model": {"width": width or [2, 2, 1], "grid": 3},
+        "stages": [{"kind": "train", "opt": "Adam", "lr": 0.01, "steps": steps, "update_grid": False}],
+    }
+
+
+def assert_problem(response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["status"] == status
+    if field is not None:
+        assert body.get("field") == field, body
+    return body
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
