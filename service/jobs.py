@@ -400,13 +400,15 @@ def unregister_worker(session: Session, worker_id: str) -> None:
     session.commit()
 
 
-def heartbeat(session: Session, worker_id: str, claim: Claim | None) -> None:
-    """The worker is alive, and so is its current job."""
+def heartbeat(session: Session, worker_id: str, claim: Claim | None) -> bool:
+    """The worker is alive, and so is its current job. False when the worker's row is gone (a reaper
+    took it for dead during a long pause): the worker should register again."""
     now = utcnow()
-    session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+    known = session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now)).rowcount == 1
     if claim is not None:
         session.execute(update(Job).where(claim.owns()).values(heartbeat_at=now))
     session.commit()
+    return known
 
 
 @dataclass

@@ -66,8 +66,7 @@ class LocalWorker:
         torch.set_num_threads(self.settings.torch_threads)
         engine = make_engine(self.settings)
         factory = make_session_factory(engine)
-        with session_scope(factory) as session:
-            jobs.register_worker(session, self.id, kind=self.kind, hostname=socket.gethostname(), pid=os.getpid())
+        self._register(factory)
         log.info("worker %s started (queues %s, %d torch threads)", self.id, ",".join(self.queues),
                  self.settings.torch_threads)
         beating = threading.Event()
@@ -93,11 +92,17 @@ class LocalWorker:
             engine.dispose()
             log.info("worker %s stopped", self.id)
 
+    def _register(self, factory) -> None:
+        with factory() as session:
+            jobs.register_worker(session, self.id, kind=self.kind, hostname=socket.gethostname(), pid=os.getpid())
+
     def _heartbeat(self, factory, done: threading.Event) -> None:
         while not done.wait(self.settings.heartbeat_interval_s):
             try:
                 with factory() as session:
-                    jobs.heartbeat(session, self.id, self.current)
+                    if not jobs.heartbeat(session, self.id, self.current):
+                        log.warning("worker %s was presumed dead; registering again", self.id)
+                        self._register(factory)
                     jobs.reap(session, self.settings)
             except Exception:  # a busy or unreachable database must not kill the heartbeat
                 log.exception("worker %s: heartbeat failed", self.id)
