@@ -6,10 +6,10 @@
 
 The spline edges of a layer are one matrix product. With the per-input features
 
-    F_i(x) = [silu(x_i), B_1(x_i), ..., B_K(x_i)]                              (B, I, K+1)
+    F_i(x) = [silu(x_i), B_1(x_i), ..., B_K(x_i)]      stored feature-major: Ft (I, K+1, B)
 
 and the per-edge weights  W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]  (I, O, K+1),
-m = mask * (1 - sym_mask), the layer output is  F.reshape(B, I*(K+1)) @ W.reshape(I*(K+1), O):
+m = mask * (1 - sym_mask), the layer output is  Ft.reshape(I*(K+1), B).T @ W.reshape(I*(K+1), O):
 no (B, I, O) tensor on the hot path. Symbolic edges are few; they are grouped by function and
 evaluated only where set.
 """
@@ -159,55 +159,50 @@ class KANLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, I) -> y (B, O)``, ``y_j = sum_i mask_ij * phi_ij(x_i)``."""
         self._check_x(x)
-        feats = self._features(x)  # (B, I, K+1)
-        y = feats.reshape(x.shape[0], -1) @ self._weight_matrix(self._spline_weights())  # (B, O)
+        y = _matmul_features(self._features_t(x), self._spline_weights())  # (B, O)
         return y + self._symbolic(x) if self._has_symbolic() else y
 
     def forward_with_edge_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward(x)`` and ``spline_edge_std(x)`` from one basis evaluation (the training path)."""
         self._check_x(x, min_batch=2)
-        feats = self._features(x)  # (B, I, K+1)
+        ft = self._features_t(x)  # (I, K+1, B)
         w = self._spline_weights()  # (I, O, K+1)
-        y = feats.reshape(x.shape[0], -1) @ self._weight_matrix(w)  # (B, O)
+        y = _matmul_features(ft, w)  # (B, O)
         if self._has_symbolic():
             y = y + self._symbolic(x)
-        return y, _edge_std(feats, w)
+        return y, _edge_std(ft, w)
 
     def spline_edge_std(self, x: torch.Tensor) -> torch.Tensor:
         """Unbiased batch std of every non-symbolic edge's output, ``(I, O)`` (0 on symbolic and
         masked edges), computed exactly from the ``(K+1) x (K+1)`` feature covariance of each input:
 
-            std_ij = sqrt(W_ij^T Cov(F_i) W_ij),   Cov(F_i) = Fc_i^T Fc_i / (B - 1)
+            std_ij = sqrt(W_ij^T Cov(F_i) W_ij),   Cov(F_i) = Fc_i Fc_i^T / (B - 1)  (K+1, K+1)
 
         with ``Fc`` the batch-centred features; never materialises the ``(B, I, O)`` edge outputs.
         """
         self._check_x(x, min_batch=2)
-        return _edge_std(self._features(x), self._spline_weights())
+        return _edge_std(self._features_t(x), self._spline_weights())
 
     def edge_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every edge's output ``mask_ij * phi_ij(x_i)``: ``(B, I, O)``. For inspection, not training."""
         self._check_x(x)
         w = self._spline_weights()  # (I, O, K+1)
-        out = torch.einsum("bik,iok->bio", self._features(x), w)  # (B, I, O)
+        out = torch.einsum("ikb,iok->bio", self._features_t(x), w)  # (B, I, O)
         for fn, ii, jj in self._symbolic_groups(x.device):
             out[:, ii, jj] = self._symbolic_values(x, fn, ii, jj)  # spline branch is 0 there
         return out
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]``: ``(B, I) -> (B, I, K+1)``."""
-        bas = spline.basis(x, self.grid, self.k, self._knot_tables())  # (B, I, K)
-        return torch.cat([F.silu(x).unsqueeze(-1), bas], dim=-1)
+    def _features_t(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``[silu(x_i), B_1(x_i), .., B_K(x_i)]``, feature-major: ``(B, I) -> (I, K+1, B)``."""
+        xt = x.T.contiguous()  # (I, B)
+        bas = spline.basis_t(xt, self.grid, self.k, self._knot_tables())  # (I, K, B)
+        return torch.cat([F.silu(xt).unsqueeze(1), bas], dim=1)
 
     def _spline_weights(self) -> torch.Tensor:
         """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, ``m = mask * (1 - sym_mask)``: ``(I, O, K+1)``."""
         m = self.mask * (1 - self.sym_mask)  # (I, O)
         w = torch.cat([self.scale_base.unsqueeze(-1), self.coef * self.scale_sp.unsqueeze(-1)], dim=-1)
         return w * m.unsqueeze(-1)
-
-    @staticmethod
-    def _weight_matrix(w: torch.Tensor) -> torch.Tensor:
-        """``(I, O, K+1) -> (I*(K+1), O)``, matching ``features.reshape(B, I*(K+1))``."""
-        return w.transpose(1, 2).reshape(-1, w.shape[1])
 
     def _knot_tables(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cox-de Boor knot tables, recomputed only when the grid tensor changes."""
@@ -399,10 +394,15 @@ class KANLayer(nn.Module):
         return KANLayer._from_state(**state, sym_names=names, sym_fns=self._used_functions(names))
 
 
-def _edge_std(feats: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Exact std of the edge outputs ``feats_i . w_ij``: ``feats (B, I, K+1)``, ``w (I, O, K+1)`` -> ``(I, O)``."""
-    fc = (feats - feats.mean(0)).transpose(0, 1)  # (I, B, K+1)
-    cov = fc.transpose(1, 2) @ fc / (feats.shape[0] - 1)  # (I, K+1, K+1)
+def _matmul_features(ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_i F_i W_i``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(B, O)``, one GEMM."""
+    return ft.reshape(-1, ft.shape[-1]).T @ w.transpose(1, 2).reshape(-1, w.shape[1])
+
+
+def _edge_std(ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(I, O)``."""
+    fc = ft - ft.mean(-1, keepdim=True)  # (I, K+1, B)
+    cov = fc @ fc.transpose(1, 2) / (ft.shape[-1] - 1)  # (I, K+1, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)
     # sqrt with a zero (not infinite) gradient where the variance is 0 (masked or constant edges)
     pos = var > 0
