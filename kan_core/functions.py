@@ -105,7 +105,7 @@ def _exp_domain(x: torch.Tensor) -> torch.Tensor:
 
 
 _BUILTIN: tuple[SymbolicFunction, ...] = (
-    SymbolicFunction("0", lambda x: torch.zeros_like(x), lambda x: sympy.Integer(0), 0),
+    SymbolicFunction("0", lambda x: 0.0 * x, lambda x: sympy.Integer(0), 0),  # 0*x: a zero gradient, not none
     SymbolicFunction("x", lambda x: x, lambda x: x, 1),
     SymbolicFunction("x^2", lambda x: x**2, lambda x: x**2, 2),
     SymbolicFunction("x^3", lambda x: x**3, lambda x: x**3, 3),
