@@ -1,4 +1,4 @@
-"""Shapes shared by every resource: cursor pagination, UTC timestamps.
+"""Shapes shared by every resource: problem details, cursor pagination, UTC timestamps.
 
 A cursor is opaque to clients: the url-safe base64 of the last id of the previous page. Ids sort by
 creation time (service.ids), so "after this id" is a stable position even while rows are inserted.
@@ -14,9 +14,9 @@ from operator import attrgetter
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from service.errors import InvalidInput
+from service.errors import PROBLEM_JSON, InvalidInput
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Any)
@@ -42,6 +42,58 @@ CursorQuery = Annotated[
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class ProblemError(BaseModel):
+    field: str
+    message: str
+    where: str = Field(description="body, query, path or header.")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, the body of every 4xx and 5xx answer (application/problem+json).
+    Some problems carry more members (`checks` on 503, `jobs` on 409...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["https://kan-service.dev/problems/invalid-input"])
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    field: str | None = Field(None, description="The request field at fault, e.g. `inputs[3]` or `ranges.x1`.")
+    errors: list[ProblemError] | None = Field(None, description="Every validation error, when there are several.")
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json answers with these status codes."""
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {status: {"model": Problem, "content": content, "description": _REASONS.get(status, "Error")}
+            for status in statuses}
+
+
+_REASONS = {
+    400: "Malformed request", 404: "Not found", 409: "Conflict", 413: "Request body too large",
+    415: "Unsupported media type", 422: "Invalid input", 503: "Not ready",
+}
+
+
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its local `$defs` references substituted in place, for embedding in an
+    OpenAPI document (where `#/$defs/...` would resolve against the document root)."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items() if key != "$defs"}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
 
 
 def encode_cursor(last_id: str) -> str:
