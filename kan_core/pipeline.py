@@ -10,15 +10,28 @@ them. `run_pipeline` executes a config on a `Dataset` and returns a `PipelineRes
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+import time
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
-from kan_core.functions import SEED_LIBRARY_NAMES
+import numpy as np
+import sympy
+import torch
+
+from kan_core.data import Dataset
+from kan_core.errors import TrainingCancelled
+from kan_core.formula import evaluate_formula, symbolic_formula
+from kan_core.functions import DEFAULT_LIBRARY, SEED_LIBRARY_NAMES, FunctionLibrary
+from kan_core.model import KAN
+from kan_core.prune import prune as prune_model
+from kan_core.symbolic import Candidate, auto_symbolic, fix_symbolic
+from kan_core.train import StepInfo, fit
 
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
@@ -275,3 +288,236 @@ def _coerce_stage(value: Any, options: list[type], path: str) -> Any:
     if kind not in kinds:
         raise ValueError(f"{path}.kind: must be one of {', '.join(map(repr, kinds))}, got {kind!r}")
     return _from_plain(kinds[kind], value, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# running a pipeline
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Sent at the start and end of every stage (``phase`` "start" / "end") and after every
+    training step ("step"). ``step`` counts the steps done in the stage (``steps`` in all, 0 for
+    stages that do not train); the RMSEs and regulariser are None at a stage start."""
+
+    stage_index: int
+    stage_name: str
+    stage_kind: str
+    n_stages: int
+    step: int
+    steps: int
+    train_rmse: float | None
+    test_rmse: float | None
+    reg: float | None
+    phase: Literal["start", "step", "end"] = "step"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    kind: str
+    seconds: float
+    train_rmse: float  # full train split, after the stage
+    test_rmse: float  # full test split, after the stage
+    width_after: list[int]
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. symbolic choices, pruned widths
+
+
+@dataclass
+class PipelineResult:
+    model: KAN
+    stages: list[StageResult]
+    history: list[dict[str, Any]]  # one dict per training step: stage_index, stage, step, rmses, reg
+    formulas: list[sympy.Expr] | None  # one per output; None while some active edge is a spline
+    formula_metrics: list[dict[str, float]] | None  # per output {"r2", "rmse"} on the test split
+    var_names: list[str]
+    seconds: float = 0.0
+
+
+def run_pipeline(
+    dataset: Dataset,
+    config: PipelineConfig | None = None,
+    *,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    initial_model: KAN | None = None,
+    var_names: Sequence[str] | None = None,
+    library: FunctionLibrary | None = None,
+) -> PipelineResult:
+    """Run ``config``'s stages in order on ``dataset`` and return the final model, per-stage
+    results, the step history and, when every active edge ended symbolic, the formulas.
+
+    The model is built from ``config.model`` (width None: ``[n_in, 5, n_out]``; device "auto":
+    cuda when available), or is a copy of ``initial_model`` (then only ``config.model.device`` is
+    used; ``initial_model`` itself is left untouched). The dataset is moved to the model's dtype
+    and device. ``library`` resolves symbolic function names (default: ``kan_core.functions``).
+
+    ``on_progress(ProgressEvent)``: at every stage start and end, after every training step.
+    ``should_stop()``: asked before every training step and stage; True raises `TrainingCancelled`.
+    """
+    config = PipelineConfig() if config is None else config
+    if not isinstance(config, PipelineConfig):
+        raise ValueError(f"config must be a PipelineConfig, got {type(config).__name__}")
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a kan_core Dataset, got {type(dataset).__name__}")
+    device = _resolve_device(config.model.device)
+    if initial_model is not None:
+        if not isinstance(initial_model, KAN):
+            raise ValueError(f"initial_model must be a kan_core KAN, got {type(initial_model).__name__}")
+        model = copy.deepcopy(initial_model).to(device)
+    else:
+        model = _build_model(config.model, dataset, device)
+    if model.width[0] != dataset.n_var or model.width[-1] != dataset.n_out:
+        raise ValueError(
+            f"model width {model.width} does not fit the dataset ({dataset.n_var} inputs, {dataset.n_out} outputs)"
+        )
+    names = _var_names(var_names, dataset.n_var)
+    _check_symbolic_names(config, library)
+    data = dataset.to(dtype=model.dtype, device=model.device)
+    run = _Run(config, data, on_progress, should_stop, library)
+
+    start = time.perf_counter()
+    for index, stage in enumerate(config.stages):
+        model = run.stage(index, stage, model)
+    formulas, metrics = _formulas(model, data, names, library)
+    return PipelineResult(model, run.results, run.history, formulas, metrics, names, time.perf_counter() - start)
+
+
+class _Run:
+    """State of one pipeline run: runs stages, reports progress, collects results and history."""
+
+    def __init__(self, config: PipelineConfig, data: Dataset, on_progress, should_stop, library) -> None:
+        self.config, self.data, self.library = config, data, library
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.results: list[StageResult] = []
+        self.history: list[dict[str, Any]] = []
+
+    def stage(self, index: int, stage: Stage, model: KAN) -> KAN:
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(f"pipeline cancelled before stage {stage.name!r}")
+        steps = stage.steps if isinstance(stage, TrainStage) else 0
+        self._emit(index, stage, 0, steps, None, "start")
+        start = time.perf_counter()
+        details: dict[str, Any] = {}
+        if isinstance(stage, TrainStage):
+            self._train(index, stage, model)
+        elif isinstance(stage, PruneStage):
+            details["width_before"] = model.width
+            model = prune_model(model, self.data.train_input, node_th=stage.node_th, edge_th=stage.edge_th)
+        elif isinstance(stage, SymbolicStage):
+            details = self._symbolic(stage, model)
+        else:  # RefineStage
+            details["grid_before"] = model.grid
+            model = model.refine(stage.grid)
+        seconds = time.perf_counter() - start
+        train_rmse, test_rmse = _rmse(model, self.data)
+        self.results.append(StageResult(stage.name, stage.kind, seconds, train_rmse, test_rmse, model.width, details))
+        self._emit(index, stage, steps, steps, (train_rmse, test_rmse, None), "end")
+        return model
+
+    def _train(self, index: int, stage: TrainStage, model: KAN) -> None:
+        def callback(info: StepInfo) -> None:
+            self.history.append({
+                "stage_index": index, "stage": stage.name, "step": info.step + 1,
+                "train_rmse": info.train_rmse, "test_rmse": info.test_rmse, "reg": info.reg,
+            })
+            self._emit(index, stage, info.step + 1, info.steps, (info.train_rmse, info.test_rmse, info.reg), "step")
+
+        fit(
+            model, self.data, opt=stage.opt, steps=stage.steps, lr=stage.lr, batch=stage.batch,
+            lamb=stage.lamb, lamb_l1=stage.lamb_l1, lamb_entropy=stage.lamb_entropy,
+            lamb_coef=stage.lamb_coef, lamb_coefdiff=stage.lamb_coefdiff, update_grid=stage.update_grid,
+            grid_update_num=stage.grid_update_num, stop_grid_update_step=stage.stop_grid_update_step,
+            callback=callback, should_stop=self.should_stop, stage=stage.name, seed=self.config.model.seed,
+        )
+
+    def _symbolic(self, stage: SymbolicStage, model: KAN) -> dict[str, Any]:
+        x = self.data.train_input
+        fixes = []
+        for fix in stage.fixes:
+            if not fix.layer < model.depth:
+                raise ValueError(f"symbolic fix on layer {fix.layer}, but the model has {model.depth} layers")
+            cand = fix_symbolic(model, x, fix.layer, fix.in_, fix.out, fix.function, fit=fix.fit, library=self.library)
+            fixes.append(_choice_dict(fix.layer, fix.in_, fix.out, cand, True))
+        choices = []
+        if stage.auto:
+            found = auto_symbolic(model, x, lib=stage.lib, weight_simple=stage.weight_simple,
+                                  r2_threshold=stage.r2_threshold, library=self.library)
+            choices = [_choice_dict(c.l, c.i, c.j, c.candidate, c.fixed) for c in found]
+        return {"fixes": fixes, "choices": choices}
+
+    def _emit(self, index: int, stage: Stage, step: int, steps: int,
+              metrics: tuple[float, float, float | None] | None, phase: str) -> None:
+        if self.on_progress is None:
+            return
+        train_rmse, test_rmse, reg = metrics if metrics is not None else (None, None, None)
+        self.on_progress(ProgressEvent(index, stage.name, stage.kind, len(self.config.stages), step, steps,
+                                       train_rmse, test_rmse, reg, phase))
+
+
+def _choice_dict(l: int, i: int, j: int, cand: Candidate, fixed: bool) -> dict[str, Any]:
+    return {"layer": l, "in": i, "out": j, "function": cand.name, "r2": _finite_or_none(cand.r2),
+            "affine": [float(v) for v in cand.affine], "fixed": bool(fixed)}
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def _build_model(mc: ModelConfig, dataset: Dataset, device: torch.device) -> KAN:
+    width = list(mc.width) if mc.width is not None else [dataset.n_var, 5, dataset.n_out]
+    dtype = torch.float64 if mc.dtype == "float64" else torch.float32
+    return KAN(width, grid=mc.grid, k=mc.k, seed=mc.seed, dtype=dtype, device=device,
+               grid_range=mc.grid_range, grid_eps=mc.grid_eps)
+
+
+def _var_names(var_names: Sequence[str] | None, n: int) -> list[str]:
+    if var_names is None:
+        return [f"x_{i + 1}" for i in range(n)]
+    names = [str(v) for v in var_names]
+    if len(names) != n or len(set(names)) != n or not all(names):
+        raise ValueError(f"var_names must be {n} distinct non-empty names, got {names}")
+    return names
+
+
+def _check_symbolic_names(config: PipelineConfig, library: FunctionLibrary | None) -> None:
+    """Fail before training when a symbolic stage names an unknown function."""
+    lib = library if library is not None else DEFAULT_LIBRARY
+    for stage in config.stages:
+        if isinstance(stage, SymbolicStage):
+            for name in (*stage.lib, *(f.function for f in stage.fixes)):
+                if name not in lib:
+                    raise ValueError(f"stage {stage.name!r}: unknown symbolic function {name!r}")
+
+
+@torch.no_grad()
+def _rmse(model: KAN, data: Dataset) -> tuple[float, float]:
+    train = (model(data.train_input) - data.train_label).pow(2).mean().sqrt()
+    test = (model(data.test_input) - data.test_label).pow(2).mean().sqrt()
+    return float(train), float(test)
+
+
+def _formulas(model: KAN, data: Dataset, names: list[str], library) -> tuple[list | None, list | None]:
+    """Formulas (and their test-split metrics) when every active edge is symbolic, else None."""
+    if any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in model.layers):
+        return None, None
+    exprs = symbolic_formula(model, var_names=names)
+    x = data.test_input.detach().to("cpu", torch.float64).numpy()  # (M, n_in)
+    y = data.test_label.detach().to("cpu", torch.float64).numpy()  # (M, n_out)
+    return exprs, [_fit_metrics(evaluate_formula(e, names, x), y[:, j]) for j, e in enumerate(exprs)]
+
+
+def _fit_metrics(y_hat: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
+    """R² and RMSE of predictions ``y_hat (M,)`` against ``y (M,)``; None where not finite."""
+    rmse = float(np.sqrt(np.mean((y_hat - y) ** 2)))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((y_hat - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    return {"r2": _finite_or_none(r2), "rmse": _finite_or_none(rmse)}

@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
+import sympy
+import torch
 
+from kan_core.data import make_dataset
+from kan_core.errors import TrainingCancelled
+from kan_core.model import KAN
 from kan_core.pipeline import (
     EdgeFix,
     ModelConfig,
     PipelineConfig,
+    ProgressEvent,
     PruneStage,
     RefineStage,
     SymbolicStage,
     TrainStage,
+    run_pipeline,
 )
 
 
@@ -83,3 +90,108 @@ def test_constructors_validate_too():
         PruneStage(edge_th=-0.1)
     with pytest.raises(ValueError, match="stages"):
         PipelineConfig(stages=("train",))
+
+
+# ---- run_pipeline
+
+
+def _data(n: int = 200):
+    return make_dataset(lambda x: x[:, 0] + x[:, 1] ** 2, 2, n_train=n, n_test=n, seed=0)
+
+
+SMALL = PipelineConfig(
+    model=ModelConfig(width=(2, 2, 1), grid=3),
+    stages=(
+        TrainStage(name="train", steps=3, lamb=0.01),
+        PruneStage(),
+        SymbolicStage(name="sym", fixes=(EdgeFix(0, 0, 0, "x"),), lib=("x", "x^2")),
+        TrainStage(name="fit", steps=2),
+    ),
+)
+
+
+def test_run_pipeline_reports_progress_stages_history_and_formulas():
+    events: list[ProgressEvent] = []
+    result = run_pipeline(_data(), SMALL, on_progress=events.append, var_names=["a", "b"])
+
+    assert [(e.stage_name, e.phase, e.step) for e in events] == [
+        ("train", "start", 0), ("train", "step", 1), ("train", "step", 2), ("train", "step", 3), ("train", "end", 3),
+        ("prune", "start", 0), ("prune", "end", 0),
+        ("sym", "start", 0), ("sym", "end", 0),
+        ("fit", "start", 0), ("fit", "step", 1), ("fit", "step", 2), ("fit", "end", 2),
+    ]
+    assert all(e.n_stages == 4 for e in events)
+    step = events[2]
+    assert (step.stage_index, step.stage_kind, step.steps) == (0, "train", 3)
+    assert step.train_rmse > 0 and step.test_rmse > 0 and step.reg >= 0
+    assert events[0].train_rmse is None
+
+    assert [(s.name, s.kind) for s in result.stages] == [
+        ("train", "train"), ("prune", "prune"), ("sym", "symbolic"), ("fit", "train")
+    ]
+    assert all(s.seconds >= 0 and s.width_after == result.model.width for s in result.stages[1:])
+    sym = result.stages[2].details
+    assert sym["fixes"][0]["function"] == "x" and sym["fixes"][0]["layer"] == 0
+    assert all(c["function"] in ("x", "x^2") for c in sym["choices"])
+    assert len(result.history) == 5 and result.history[-1]["stage"] == "fit"
+
+    assert result.var_names == ["a", "b"]
+    assert result.formulas is not None and len(result.formulas) == 1
+    assert result.formulas[0].free_symbols <= {sympy.Symbol("a"), sympy.Symbol("b")}
+    assert set(result.formula_metrics[0]) == {"r2", "rmse"}
+    json.dumps({"stages": [s.details for s in result.stages], "history": result.history}, allow_nan=False)
+
+
+def test_no_formula_while_splines_remain_and_refine_changes_the_grid():
+    config = PipelineConfig(model=ModelConfig(grid=3), stages=(TrainStage(steps=1), RefineStage(grid=6)))
+    result = run_pipeline(_data(), config)
+    assert result.formulas is None and result.formula_metrics is None
+    assert result.model.grid == 6 and result.model.width == [2, 5, 1]
+    assert result.stages[-1].details == {"grid_before": 3}
+    assert result.var_names == ["x_1", "x_2"]
+
+
+def test_float32_and_auto_device():
+    config = PipelineConfig(model=ModelConfig(dtype="float32", device="auto"), stages=(TrainStage(steps=1),))
+    result = run_pipeline(_data(), config)
+    assert result.model.dtype == torch.float32
+    assert result.model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_initial_model_is_copied_not_changed():
+    start = KAN([2, 3, 1], seed=4)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    config = PipelineConfig(model=ModelConfig(width=(2, 9, 1), dtype="float32"), stages=(TrainStage(steps=2),))
+    result = run_pipeline(_data(), config, initial_model=start)
+    assert result.model is not start and result.model.width == [2, 3, 1] and result.model.dtype == torch.float64
+    assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())
+
+
+def test_should_stop_cancels_between_steps():
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 4
+
+    with pytest.raises(TrainingCancelled):
+        run_pipeline(_data(), SMALL, should_stop=should_stop)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"config": PipelineConfig(model=ModelConfig(width=(3, 2, 1)))}, "width"),
+        ({"var_names": ["a"]}, "var_names"),
+        ({"var_names": ["a", "a"]}, "var_names"),
+        ({"config": PipelineConfig(stages=(SymbolicStage(lib=("x", "sinc")),))}, "sinc"),
+        ({"config": PipelineConfig(stages=(SymbolicStage(fixes=(EdgeFix(5, 0, 0, "x"),)),))}, "layer 5"),
+        ({"config": {"stages": []}}, "PipelineConfig"),
+        ({"initial_model": torch.nn.Linear(2, 1)}, "initial_model"),
+    ],
+)
+def test_run_pipeline_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_pipeline(_data(), **kwargs)
+    with pytest.raises(ValueError, match="Dataset"):
+        run_pipeline({"train_input": []})
