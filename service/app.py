@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import migrate
+from service.api.middleware import BodySizeLimitMiddleware
 from service.api.routes import datasets, health, jobs, models
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.errors import install_exception_handlers
 from service.executors import make_executor
+from service.metrics import Metrics, MetricsMiddleware
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,8 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.executor = make_executor(settings)
+    app.state.metrics = Metrics(app.state.session_factory, settings)
 
     install_exception_handlers(app)
+    # the last added runs first: metrics see every answer, 413s from the size limit included
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     for module in (datasets, jobs, models):
         app.include_router(module.router, prefix="/v1")
