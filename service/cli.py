@@ -1,0 +1,174 @@
+"""`kan-service`: run the API with local workers, workers alone, or the database migrations.
+
+    kan-service serve [--host H] [--port P] [--workers N]   API + N local worker processes
+    kan-service worker [-n N]                               N local worker processes, no API
+    kan-service migrate                                     bring the database schema to head
+
+Configuration comes from the environment (KAN_*, see README); the options override it. Logging is
+configured here and only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from service.config import Settings
+
+log = logging.getLogger("service.cli")
+
+WORKER_STOP_GRACE_S = 30.0
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s", force=True
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin otherwise
+
+
+def _migrate(settings: Settings) -> str | None:
+    from service import migrate
+    from service.db import make_engine
+
+    engine = make_engine(settings)
+    try:
+        migrate.upgrade(engine)
+        return migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+
+
+def _run_workers(settings: Settings, n: int) -> None:
+    """Child-process entry point of `serve`: the local worker pool, with logging set up again (spawn)."""
+    from service.worker.local import run_workers
+
+    _configure_logging(settings.log_level)
+    run_workers(settings, n)
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    revision = _migrate(settings)
+    log.info("database %s is at revision %s", _safe_url(settings), revision)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from service.worker.local import run_workers
+
+    n = settings.workers if args.n is None else args.n
+    _migrate(settings)
+    log.info("starting %d local worker process(es)", n)
+    run_workers(settings, n)  # blocks until SIGTERM / SIGINT
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    n_workers = settings.workers if args.workers is None else args.workers
+    settings = settings.model_copy(update={"host": host, "port": port, "workers": n_workers})
+    revision = _migrate(settings)
+    log.info("database %s is at revision %s", _safe_url(settings), revision)
+
+    workers: multiprocessing.process.BaseProcess | None = None
+    if n_workers > 0:
+        import service.worker.local  # noqa: F401  fail here, not in the child, when workers are unavailable
+
+        workers = multiprocessing.get_context("spawn").Process(
+            target=_run_workers, args=(settings, n_workers), name="kan-workers"
+        )
+        workers.start()
+        log.info("started %d local worker process(es) (supervisor pid %s)", n_workers, workers.pid)
+
+    # uvicorn handles SIGINT/SIGTERM by shutting down gracefully, then re-raises the signal with the
+    # previous handlers restored: make those handlers no-ops, so that the workers are stopped below
+    # before the process exits.
+    received: list[int] = []
+
+    def remember(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, remember)
+    config = uvicorn.Config(
+        functools.partial(create_app, settings), factory=True, host=host, port=port,
+        log_config=None, log_level=settings.log_level.lower(),
+    )
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if workers is not None:
+            _stop(workers)
+    return 0
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    if process.is_alive():
+        log.info("stopping the worker processes")
+        process.terminate()  # SIGTERM: run_workers finishes or hands back its jobs
+        process.join(WORKER_STOP_GRACE_S)
+    if process.is_alive():
+        log.warning("workers did not stop within %.0f s; killing them", WORKER_STOP_GRACE_S)
+        process.kill()
+        process.join()
+
+
+def _safe_url(settings: Settings) -> str:
+    """The database URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kan-service", description="Formula discovery with Kolmogorov-Arnold Networks.")
+    parser.add_argument("--log-level", help="debug, info, warning... (default: KAN_LOG_LEVEL or info)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API and local worker processes")
+    serve.add_argument("--host", help="interface to listen on (default: KAN_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: KAN_PORT or 8000)")
+    serve.add_argument("--workers", type=_count, help="local worker processes; 0 for none (default: KAN_WORKERS or 1)")
+    serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run local worker processes only")
+    worker.add_argument("-n", type=_count, help="number of worker processes (default: KAN_WORKERS or 1)")
+    worker.set_defaults(handler=cmd_worker)
+
+    migrate = commands.add_parser("migrate", help="apply the database migrations")
+    migrate.set_defaults(handler=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    if args.log_level:
+        settings = settings.model_copy(update={"log_level": args.log_level})
+    _configure_logging(settings.log_level)
+    try:
+        return args.handler(settings, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
