@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=0, le=64, description="Local worker processes started by `kan-service serve`.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker process.")
     poll_interval_s: float = Field(0.2, gt=0, le=10, description="How often an idle local worker looks for jobs.")
-    heartbeat_interval_s: float = Field(2.0, gt=0, le=60)
+    heartbeat_interval_s: float = Field(2.0, gt=0, le=60, description="How often a worker stamps its heartbeat.")
     heartbeat_timeout_s: float = Field(15.0, gt=0, le=3600, description="A running job whose worker is silent this long is re-queued.")
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts before a job whose workers keep dying fails.")
     job_timeout_s: float = Field(3600.0, gt=0, description="A job running longer fails with a clear reason.")
@@ -36,15 +36,15 @@ class Settings(BaseSettings):
     max_rows: int = Field(200_000, ge=1, description="Most rows (train + test) in a dataset.")
     max_columns: int = Field(64, ge=1, description="Most input plus target columns in a dataset.")
     max_width: int = Field(256, ge=1, description="Most nodes in one layer.")
-    max_layers: int = Field(8, ge=2)
-    max_grid: int = Field(200, ge=1)
+    max_layers: int = Field(8, ge=2, description="Most layers (widths) in a network.")
+    max_grid: int = Field(200, ge=1, description="Largest spline grid (intervals).")
     max_steps: int = Field(20_000, ge=1, description="Most training steps in one stage.")
-    max_predict_rows: int = Field(100_000, ge=1)
+    max_predict_rows: int = Field(100_000, ge=1, description="Most rows in one predict request.")
 
     # server
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Interface `kan-service serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `kan-service serve` listens on.")
+    log_level: str = Field("info", description="Logging level: debug, info, warning, error.")
 
     @cached_property
     def resolved_database_url(self) -> str:
