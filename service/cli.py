@@ -3,6 +3,7 @@
     kan-service serve [--host H] [--port P] [--workers N]   API + N local worker processes
     kan-service worker [-n N]                               N local worker processes, no API
     kan-service migrate                                     bring the database schema to head
+    kan-service settings                                    the configuration reference (Markdown)
 
 Configuration comes from the environment (KAN_*, see README); the options override it. Logging is
 configured here and only here.
@@ -113,6 +114,24 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(_settings: Settings, _args: argparse.Namespace) -> int:
+    sys.stdout.write(settings_reference() + "\n")
+    return 0
+
+
+def settings_reference() -> str:
+    """Every Settings field as a Markdown table row: name, environment variable, default, meaning.
+    README.md's configuration section is this output (a test keeps the two in sync)."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = ["| Setting | Environment variable | Default | Meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "(unset)" if default is None else f"`{default}`"
+        meaning = (field.description or "").replace("|", "\\|").replace("<", "&lt;")
+        rows.append(f"| `{name}` | `{prefix}{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(rows)
+
+
 def _stop(process: multiprocessing.process.BaseProcess) -> None:
     if process.is_alive():
         log.info("stopping the worker processes")
@@ -155,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply the database migrations")
     migrate.set_defaults(handler=cmd_migrate)
+
+    reference = commands.add_parser("settings", help="print every setting (KAN_* variable, default) as Markdown")
+    reference.set_defaults(handler=cmd_settings)
     return parser
 
 
