@@ -1,0 +1,45 @@
+# Everyday commands. `make serve` and `make test` create .venv when it is missing and install the project
+# into it (pip install -e ".[dev]"; torch comes from the local wheel pinned in pyproject.toml). The install
+# runs again only when pyproject.toml changes: $(STAMP) records the last one.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kan-service-installed
+PYTEST_ARGS ?=
+
+.PHONY: help install serve worker migrate test test-all clean
+
+help:
+	@echo "make serve     run the API and local workers on http://127.0.0.1:8000 (KAN_* variables configure it)"
+	@echo "make test      the test suite without tests marked slow (what CI runs)"
+	@echo "make test-all  every test, slow ones included"
+	@echo "make migrate   bring the database schema to the newest revision"
+	@echo "make worker    local worker processes only"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/kan-service serve
+
+worker: $(STAMP)
+	$(BIN)/kan-service worker
+
+migrate: $(STAMP)
+	$(BIN)/kan-service migrate
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis $(STAMP)
