@@ -14,6 +14,7 @@ from service.db import make_engine, make_session_factory
 from service.errors import install_exception_handlers
 from service.executors import make_executor
 from service.metrics import Metrics, MetricsMiddleware
+from service.model_store import ModelStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.executor = make_executor(settings)
+    app.state.model_store = ModelStore()  # loaded models, formulas, plots; cached per model id
     app.state.metrics = Metrics(app.state.session_factory, settings)
 
     install_exception_handlers(app)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.common import UtcDatetime
+
+if TYPE_CHECKING:
+    from service.models import Model
 
 # A finite JSON number: ints are accepted, booleans, strings, NaN and infinities are not.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -29,21 +33,34 @@ class FormulaOut(BaseModel):
 
 
 class ModelSummary(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: str
     job_id: str
     dataset_id: str
     parent_model_id: str | None
     width: list[int] = Field(description="Nodes per layer, after pruning.")
     has_formula: bool = Field(description="Whether a closed-form formula is stored for every output.")
-    created_at: datetime
+    created_at: UtcDatetime
+
+    @classmethod
+    def _row_fields(cls, row: Model) -> dict[str, Any]:
+        return {
+            "id": row.id, "job_id": row.job_id, "dataset_id": row.dataset_id, "parent_model_id": row.parent_model_id,
+            "width": row.width, "has_formula": bool(row.formulas), "created_at": row.created_at,
+        }
+
+    @classmethod
+    def from_row(cls, row: Model) -> Self:
+        return cls(**cls._row_fields(row))
 
 
 class ModelDetail(ModelSummary):
-    metrics: dict[str, Any] = Field(description="Train/test RMSE per pipeline stage and final.")
+    metrics: dict[str, Any] = Field(description="Per pipeline stage: seconds, train/test RMSE, width; and the final RMSEs.")
     formulas: list[FormulaOut] | None = Field(None, description="Stored formulas, one per output, when the pipeline found them.")
-    config: dict[str, Any] = Field(description="The kan_core.io model config (versioned JSON).")
+    config: dict[str, Any] = Field(description="The kan_core.io model config (versioned JSON); also GET .../config.")
+
+    @classmethod
+    def from_row(cls, row: Model, formulas: list[dict[str, Any]] | None = None) -> Self:
+        return cls(**cls._row_fields(row), metrics=row.metrics, config=row.kan_config, formulas=formulas)
 
 
 class PredictRequest(BaseModel):
@@ -70,7 +87,7 @@ class FormulaResponse(BaseModel):
 class SymbolicFit(BaseModel):
     function: str = Field(description="Name from the kan_core function library.")
     affine: list[float] = Field(description="(a, b, c, d): the edge is c * f(a*x + b) + d.")
-    r2: float | None = None
+    r2: float | None = Field(None, description="R² of the function against the spline it replaced, on the sample.")
 
 
 class Curve(BaseModel):
@@ -85,8 +102,11 @@ class EdgeOut(BaseModel):
     in_: int = Field(alias="in", serialization_alias="in")
     out: int
     active: bool = Field(description="False where pruning removed the edge.")
-    knots: list[float]
-    coefficients: list[float]
+    kind: Literal["spline", "symbolic"]
+    knots: list[float] = Field(description="The edge's extended knot row (G + 2k + 1 values).")
+    coefficients: list[float] = Field(description="Its G + k B-spline coefficients.")
+    scale_base: float = Field(description="Weight of the silu(x) branch.")
+    scale_sp: float = Field(description="Weight of the spline branch.")
     curve: Curve = Field(description="The edge's activation sampled over the range of its inputs.")
     symbolic: SymbolicFit | None = Field(None, description="Present where the edge is a fixed symbolic function.")
     importance: float | None = Field(None, description="Attribution score of the edge on the training sample.")

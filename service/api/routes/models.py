@@ -1,3 +1,123 @@
-from fastapi import APIRouter
+"""/v1/models: list, inspect, predict with, export and delete trained models.
+
+Routers only translate HTTP <-> service calls; the work is in service.model_store. Endpoints that
+touch torch, sympy or matplotlib are plain `def`, so FastAPI runs them in its threadpool.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from service import model_store
+from service.api.deps import SessionDep, SettingsDep, TenantDep
+from service.model_store import ModelStore
+from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
+from service.schemas.models import (
+    FormulaResponse, ModelDetail, ModelSummary, PredictMode, PredictRequest, PredictResponse, SplinesResponse,
+)
 
 router = APIRouter(tags=["models"])
+
+IMMUTABLE = "private, max-age=86400, immutable"  # a model never changes once written; only deletion
+
+
+def get_model_store(request: Request) -> ModelStore:
+    return request.app.state.model_store
+
+
+ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
+
+
+@router.get("/models", response_model=Page[ModelSummary], summary="List models", responses=problem_responses(422))
+def list_models(
+    session: SessionDep, tenant: TenantDep,
+    limit: LimitQuery = DEFAULT_PAGE_SIZE, cursor: CursorQuery = None,
+    dataset_id: Annotated[str | None, Query(max_length=40, description="Only models trained on this dataset.")] = None,
+    job_id: Annotated[str | None, Query(max_length=40, description="Only the model this job produced.")] = None,
+) -> Page[ModelSummary]:
+    rows, next_cursor = model_store.list_models(
+        session, tenant, limit=limit, cursor=cursor, dataset_id=dataset_id, job_id=job_id
+    )
+    return Page[ModelSummary](items=[ModelSummary.from_row(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/models/{model_id}", response_model=ModelDetail, summary="Get a model", responses=problem_responses(404))
+def get_model(model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep) -> ModelDetail:
+    row = model_store.get_model(session, tenant, model_id)
+    formulas = store.formulas(session, row) if row.formulas else None
+    return ModelDetail.from_row(row, formulas=formulas.entries if formulas else None)
+
+
+@router.delete("/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model",
+               responses=problem_responses(404, 409))
+def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep) -> Response:
+    model_store.delete_model(session, store, tenant, model_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/models/{model_id}/predict", response_model=PredictResponse, summary="Predict with a model",
+             responses=problem_responses(404, 409, 413, 422))
+def predict(
+    model_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
+    store: ModelStoreDep,
+    mode: Annotated[PredictMode, Query(description="`network`: the KAN; `formula`: its closed-form formulas.")]
+    = PredictMode.network,
+) -> PredictResponse:
+    """One output row per input row. `mode=formula` answers 409 when the model has no formula."""
+    row = model_store.get_model(session, tenant, model_id)
+    outputs = store.predict(session, row, body.inputs, mode, max_rows=settings.max_predict_rows)
+    return PredictResponse(mode=mode, outputs=outputs)
+
+
+@router.get("/models/{model_id}/formula", response_model=FormulaResponse, summary="The model's formulas",
+            responses=problem_responses(404, 409))
+def get_formula(model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep) -> FormulaResponse:
+    row = model_store.get_model(session, tenant, model_id)
+    compiled = store.require_formulas(session, row)
+    return FormulaResponse(model_id=row.id, source=compiled.source, formulas=compiled.entries)
+
+
+@router.get("/models/{model_id}/splines", response_model=SplinesResponse, summary="Per-edge activation data",
+            responses=problem_responses(404, 422))
+def get_splines(
+    model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep,
+    n_points: Annotated[int, Query(ge=2, le=1001, description="Samples per edge curve.")] = 101,
+    include_inactive: Annotated[bool, Query(description="Also list edges that pruning removed.")] = False,
+) -> SplinesResponse:
+    row = model_store.get_model(session, tenant, model_id)
+    edges = store.edges(session, row, n_points, include_inactive)
+    n_samples = len(store.training_sample(session, row.dataset_id))
+    return SplinesResponse(model_id=row.id, width=row.width, n_samples=n_samples, edges=edges)
+
+
+@router.get(
+    "/models/{model_id}/plot.png", response_class=Response, summary="The network drawn as a PNG",
+    responses={200: {"content": {"image/png": {}}}, **problem_responses(404)},
+)
+def get_plot(model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep) -> Response:
+    """Nodes and edges, each edge drawn as its activation curve; opacity follows edge importance."""
+    row = model_store.get_model(session, tenant, model_id)
+    return Response(store.plot_png(session, row), media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+
+
+@router.get(
+    "/models/{model_id}/artifact", response_class=Response, summary="Download the model as one safetensors file",
+    responses={200: {"content": {"application/octet-stream": {}}}, **problem_responses(404)},
+)
+def get_artifact(model_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    """The weights as safetensors, with the JSON config in the file's metadata under `kan_config`.
+    Load it with `kan_core.io.from_bytes(blob)`, or read the metadata yourself and call
+    `kan_core.io.loads(blob, json.loads(metadata["kan_config"]))`."""
+    row = model_store.get_model(session, tenant, model_id)
+    return Response(
+        model_store.artifact(session, row), media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{row.id}.safetensors"', "Cache-Control": IMMUTABLE},
+    )
+
+
+@router.get("/models/{model_id}/config", response_model=dict[str, Any], summary="The model's kan_core config",
+            responses=problem_responses(404))
+def get_config(model_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    return model_store.get_model(session, tenant, model_id).kan_config

@@ -1,0 +1,436 @@
+"""Serving trained models: Model rows -> loaded kan_core networks, compiled formulas, edge data, plots.
+
+Model rows never change after the worker writes them (they are only deleted), so everything derived
+from a row is cached under the row's id: the deserialised network, the lambdified formulas, the edge
+data and the PNG. The caches are bounded LRUs, safe to use from FastAPI's threadpool, and build each
+key once even when many requests miss at the same time. Every request still reads the row first (a
+primary-key lookup that leaves the weights blob behind), so a model deleted by another process is
+never served from a stale cache, and a tenant never reaches another tenant's cached model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import sympy
+import torch
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, defer
+
+from kan_core import formula as kan_formula
+from kan_core import inspect as kan_inspect
+from kan_core import io as kan_io
+from kan_core import plot as kan_plot
+from kan_core.model import KAN
+from service import datasets
+from service.errors import Conflict, InvalidInput, NotFound
+from service.models import Dataset, Job, JobStatus, Model
+from service.schemas.common import decode_cursor, split_page
+from service.schemas.models import PredictMode
+
+log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+SAMPLE_ROWS = 1_000  # training rows behind spline curves, importances and plots
+
+
+# --------------------------------------------------------------------------------------------------
+# cache
+
+
+class LRUCache(Generic[K, V]):
+    """A bounded, thread-safe LRU map whose `get_or_create` runs the factory once per missing key
+    (concurrent callers of the same key wait for that one result; a failed factory caches nothing)."""
+
+    def __init__(self, maxsize: int):
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[K, threading.Lock] = {}
+
+    def get_or_create(self, key: K, factory: Callable[[], V]) -> V:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    return self._data[key]
+            try:
+                value = factory()
+                with self._lock:
+                    self._data[key] = value
+                    while len(self._data) > self.maxsize:
+                        self._data.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+        return value
+
+    def discard(self, predicate: Callable[[K], bool]) -> None:
+        with self._lock:
+            for key in [k for k in self._data if predicate(k)]:
+                del self._data[key]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._data
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON helpers
+
+
+def json_ready(obj: Any) -> Any:
+    """numpy / torch values -> plain Python, non-finite floats -> None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return json_ready(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        return json_ready(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def rows_json(y: np.ndarray) -> list[list[float | None]]:
+    """A (B, O) array as JSON rows; non-finite values become None."""
+    y = np.asarray(y, dtype=np.float64)
+    finite = np.isfinite(y)
+    if finite.all():
+        return y.tolist()
+    out = y.astype(object)
+    out[~finite] = None
+    return out.tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+# queries
+
+
+def end_read(session: Session) -> None:
+    """End the session's read transaction. On SQLite every transaction takes the database lock up
+    front (BEGIN IMMEDIATE, service.db), so a request must not hold one while it computes: that
+    would serialise all predictions, and the workers' writes, behind each other."""
+    session.commit()  # nothing to write; expire_on_commit=False keeps the rows loaded
+
+
+def get_model(session: Session, tenant: str, model_id: str) -> Model:
+    """The tenant's model row without its weights blob (see `ModelStore.network`); NotFound otherwise."""
+    row = session.get(Model, model_id, options=[defer(Model.weights, raiseload=True)])
+    end_read(session)
+    if row is None or row.tenant_id != tenant:
+        raise NotFound("model", model_id)
+    return row
+
+
+def list_models(
+    session: Session, tenant: str, *, limit: int, cursor: str | None,
+    dataset_id: str | None = None, job_id: str | None = None,
+) -> tuple[list[Model], str | None]:
+    """Newest first; the cursor is the last id of the previous page."""
+    query = select(Model).options(defer(Model.weights)).where(Model.tenant_id == tenant)
+    if dataset_id is not None:
+        query = query.where(Model.dataset_id == dataset_id)
+    if job_id is not None:
+        query = query.where(Model.job_id == job_id)
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(Model.id < after)
+    rows = session.scalars(query.order_by(Model.id.desc()).limit(limit + 1)).all()
+    return split_page(rows, limit)
+
+
+def delete_model(session: Session, store: ModelStore, tenant: str, model_id: str) -> None:
+    """Delete a model. Models derived from it stay (their parent_model_id becomes null); refused
+    (Conflict) while an unfinished job still starts from it."""
+    get_model(session, tenant, model_id)
+    pending = session.scalars(
+        select(Job.id).where(Job.parent_model_id == model_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+        .order_by(Job.id).limit(1)
+    ).first()
+    if pending is not None:
+        session.rollback()
+        raise Conflict(f"model {model_id!r} is the parent of unfinished job {pending!r}; cancel it first",
+                       job_id=pending)
+    deleted = session.execute(delete(Model).where(Model.id == model_id, Model.tenant_id == tenant)).rowcount
+    session.commit()
+    store.evict(model_id)
+    if not deleted:  # deleted by someone else since get_model
+        raise NotFound("model", model_id)
+    log.info("model %s deleted", model_id)
+
+
+def _dataset(session: Session, dataset_id: str) -> Dataset:
+    row = session.get(Dataset, dataset_id)
+    end_read(session)
+    if row is None:  # the RESTRICT foreign key keeps a model's dataset; this is a broken database
+        raise NotFound("dataset", dataset_id)
+    return row
+
+
+def _weights(session: Session, model_id: str) -> bytes:
+    weights = session.scalars(select(Model.weights).where(Model.id == model_id)).one_or_none()
+    end_read(session)
+    if weights is None:
+        raise NotFound("model", model_id)
+    return weights
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+
+
+def validate_inputs(rows: Sequence[Sequence[float]], n_inputs: int, max_rows: int) -> np.ndarray:
+    """Request rows -> a (B, n_inputs) float64 array, or InvalidInput naming the offending field."""
+    if not rows:
+        raise InvalidInput("inputs must contain at least one row", field="inputs")
+    if len(rows) > max_rows:
+        raise InvalidInput(f"at most {max_rows} rows per request, got {len(rows)}", field="inputs")
+    for i, row in enumerate(rows):
+        if len(row) != n_inputs:
+            raise InvalidInput(f"inputs[{i}] has {len(row)} values; the model takes {n_inputs}", field=f"inputs[{i}]")
+    x = np.asarray(rows, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise InvalidInput(f"inputs[{i}][{j}] is not a finite number", field=f"inputs[{i}][{j}]")
+    return x
+
+
+# --------------------------------------------------------------------------------------------------
+# formulas
+
+
+@dataclass(frozen=True)
+class CompiledFormulas:
+    """A model's formulas (one per output) and their numpy functions."""
+
+    source: str                        # "stored" (written by the worker) | "computed" (derived on request)
+    entries: list[dict[str, Any]]      # FormulaOut fields
+    functions: list[Callable[..., Any]]
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """(B, n_inputs) -> (B, n_outputs); NaN where a formula is undefined or not real."""
+        columns = [x[:, i] for i in range(x.shape[1])]
+        out = np.empty((x.shape[0], len(self.functions)), dtype=np.float64)
+        with np.errstate(all="ignore"):
+            for j, fn in enumerate(self.functions):
+                value = np.asarray(fn(*columns))
+                if np.iscomplexobj(value):
+                    real = np.abs(value.imag) <= 1e-12 * np.maximum(1.0, np.abs(value.real))
+                    value = np.where(real, value.real, np.nan)
+                out[:, j] = np.broadcast_to(value.astype(np.float64, copy=False), (x.shape[0],))
+        return out
+
+
+def _compile(expr: sympy.Expr, variables: Sequence[str]) -> Callable[..., Any]:
+    return sympy.lambdify([sympy.Symbol(v) for v in variables], expr, modules="numpy")
+
+
+def _parse(text: str, variables: Sequence[str]) -> sympy.Expr:
+    # every variable a plain symbol, even names sympy would read as constants or functions (E, S, beta)
+    return sympy.parse_expr(text, local_dict={v: sympy.Symbol(v) for v in variables})
+
+
+def fit_metrics(y_hat: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
+    """(R², RMSE) of predictions against targets; None where undefined (non-finite predictions)."""
+    if not np.isfinite(y_hat).all():
+        return None, None
+    resid = y - y_hat
+    rmse = float(np.sqrt(np.mean(resid**2)))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot > 0:
+        r2: float | None = 1.0 - float(np.sum(resid**2)) / ss_tot
+    else:
+        r2 = 1.0 if rmse == 0 else None
+    return json_ready(r2), json_ready(rmse)
+
+
+def is_fully_symbolic(model: KAN) -> bool:
+    """Every active edge is a symbolic function, so the network is one closed-form formula."""
+    return not any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in model.layers)
+
+
+def _variables(stored: dict[str, Any] | None, dataset: Dataset, n_inputs: int) -> list[str]:
+    """The formula's symbols: as stored by the worker, else the dataset's feature names (validated
+    as symbol names on upload), else x_1..x_n."""
+    names = [str(v) for v in (stored or {}).get("variables") or dataset.feature_names or []]
+    return names if len(names) == n_inputs else [f"x_{i + 1}" for i in range(n_inputs)]
+
+
+# --------------------------------------------------------------------------------------------------
+# the store
+
+
+@dataclass(frozen=True)
+class LoadedNetwork:
+    """A deserialised network in eval mode without gradients; safe to call from many threads."""
+
+    model: KAN
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            y = self.model(torch.as_tensor(x, dtype=self.model.dtype, device=self.model.device))
+        return y.to(device="cpu", dtype=torch.float64).numpy()
+
+
+class ModelStore:
+    """Cached, thread-safe access to everything a model row serves."""
+
+    def __init__(self, max_models: int = 64, max_derived: int = 64):
+        self._networks: LRUCache[str, LoadedNetwork] = LRUCache(max_models)
+        self._formulas: LRUCache[str, CompiledFormulas | None] = LRUCache(max_models)
+        self._samples: LRUCache[str, np.ndarray] = LRUCache(max_models)
+        self._edges: LRUCache[tuple[str, int, bool], list[dict[str, Any]]] = LRUCache(max_derived)
+        self._plots: LRUCache[str, bytes] = LRUCache(max_derived)
+        self._plot_lock = threading.Lock()  # matplotlib makes no thread-safety promise
+
+    def evict(self, model_id: str) -> None:
+        for cache in (self._networks, self._formulas, self._plots):
+            cache.discard(lambda key: key == model_id)
+        self._edges.discard(lambda key: key[0] == model_id)
+
+    # ---- networks
+
+    def network(self, session: Session, row: Model) -> LoadedNetwork:
+        return self._networks.get_or_create(row.id, lambda: self._load_network(session, row))
+
+    @staticmethod
+    def _load_network(session: Session, row: Model) -> LoadedNetwork:
+        model = kan_io.loads(_weights(session, row.id), row.kan_config, device="cpu")
+        model.eval()
+        model.requires_grad_(False)
+        log.info("model %s loaded (width %s, %s)", row.id, row.width, model.dtype)
+        return LoadedNetwork(model)
+
+    def training_sample(self, session: Session, dataset_id: str) -> np.ndarray:
+        """Up to SAMPLE_ROWS training inputs: a fixed random subset (stored rows may be sorted)."""
+
+        def load() -> np.ndarray:
+            x = datasets.unpack(_dataset(session, dataset_id).arrays).train_input
+            if len(x) > SAMPLE_ROWS:
+                x = x[np.sort(np.random.default_rng(0).choice(len(x), SAMPLE_ROWS, replace=False))]
+            return np.ascontiguousarray(x, dtype=np.float64)
+
+        return self._samples.get_or_create(dataset_id, load)
+
+    def _sample_tensor(self, session: Session, row: Model, model: KAN) -> torch.Tensor:
+        return torch.as_tensor(self.training_sample(session, row.dataset_id), dtype=model.dtype, device=model.device)
+
+    # ---- prediction
+
+    def predict(
+        self, session: Session, row: Model, inputs: Sequence[Sequence[float]], mode: PredictMode, *, max_rows: int
+    ) -> list[list[float | None]]:
+        x = validate_inputs(inputs, int(row.width[0]), max_rows)
+        if mode is PredictMode.network:
+            return rows_json(self.network(session, row)(x))
+        return rows_json(self.require_formulas(session, row).evaluate(x))
+
+    # ---- formulas
+
+    def formulas(self, session: Session, row: Model) -> CompiledFormulas | None:
+        """The stored formulas, else ones derived from a fully symbolic network; None when neither."""
+        return self._formulas.get_or_create(row.id, lambda: self._build_formulas(session, row))
+
+    def require_formulas(self, session: Session, row: Model) -> CompiledFormulas:
+        compiled = self.formulas(session, row)
+        if compiled is None:
+            raise Conflict(
+                f"model {row.id!r} has no closed-form formula: some of its edges are still splines. "
+                "Make them symbolic (POST /v1/models/{id}/symbolic) or predict with mode=network"
+            )
+        return compiled
+
+    def _build_formulas(self, session: Session, row: Model) -> CompiledFormulas | None:
+        dataset = _dataset(session, row.dataset_id)
+        if row.formulas:
+            return self._stored_formulas(row, dataset)
+        model = self.network(session, row).model
+        if not is_fully_symbolic(model):
+            return None
+        variables = _variables(None, dataset, int(row.width[0]))
+        exprs = kan_formula.symbolic_formula(model, var_names=variables)
+        functions = [_compile(e, variables) for e in exprs]
+        arrays = datasets.unpack(dataset.arrays)
+        compiled = CompiledFormulas("computed", [], functions)
+        y_hat = compiled.evaluate(np.asarray(arrays.test_input, dtype=np.float64))
+        for j, expr in enumerate(exprs):
+            r2, rmse = fit_metrics(y_hat[:, j], np.asarray(arrays.test_label[:, j], dtype=np.float64))
+            compiled.entries.append({
+                "output": j, "name": _name(dataset.target_names, j), "variables": variables,
+                "text": str(expr), "latex": kan_formula.formula_latex(expr),
+                "complexity": int(kan_formula.formula_complexity(expr)), "r2": r2, "rmse": rmse,
+            })
+        log.info("model %s: formulas derived on request", row.id)
+        return compiled
+
+    @staticmethod
+    def _stored_formulas(row: Model, dataset: Dataset) -> CompiledFormulas:
+        entries, functions = [], []
+        for j, stored in enumerate(row.formulas or []):
+            variables = _variables(stored, dataset, int(row.width[0]))
+            expr = _parse(str(stored["text"]), variables)
+            functions.append(_compile(expr, variables))
+            entries.append({
+                "output": j, "name": stored.get("name") or _name(dataset.target_names, j), "variables": variables,
+                "text": str(stored["text"]), "latex": str(stored.get("latex") or kan_formula.formula_latex(expr)),
+                "complexity": stored.get("complexity"),
+                "r2": json_ready(stored.get("r2")), "rmse": json_ready(stored.get("rmse")),
+            })
+        return CompiledFormulas("stored", entries, functions)
+
+    # ---- inspection
+
+    def edges(self, session: Session, row: Model, n_points: int, include_inactive: bool) -> list[dict[str, Any]]:
+        def build() -> list[dict[str, Any]]:
+            model = self.network(session, row).model
+            x = self._sample_tensor(session, row, model)
+            return json_ready(kan_inspect.edges(model, x, n_points=n_points, include_inactive=include_inactive))
+
+        return self._edges.get_or_create((row.id, n_points, include_inactive), build)
+
+    def plot_png(self, session: Session, row: Model) -> bytes:
+        def build() -> bytes:
+            model = self.network(session, row).model
+            x = self._sample_tensor(session, row, model)
+            dataset = _dataset(session, row.dataset_id)
+            with self._plot_lock:
+                return kan_plot.plot_png(model, x, var_names=list(dataset.feature_names),
+                                         out_names=list(dataset.target_names))
+
+        return self._plots.get_or_create(row.id, build)
+
+
+def artifact(session: Session, row: Model) -> bytes:
+    """One safetensors file: the weights, with the JSON config in its metadata under
+    `kan_core.io.CONFIG_METADATA_KEY`; `kan_core.io.from_bytes(blob)` loads it back."""
+    return kan_io.to_bytes_from(_weights(session, row.id), row.kan_config)
+
+
+def _name(names: Sequence[Any], j: int) -> str | None:
+    return str(names[j]) if j < len(names) else None
