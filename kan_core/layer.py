@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kan_core import spline
@@ -194,9 +193,7 @@ class KANLayer(nn.Module):
 
     def _features_t(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``[silu(x_i), B_1(x_i), .., B_K(x_i)]``, feature-major: ``(B, I) -> (I, K+1, B)``."""
-        xt = x.T.contiguous()  # (I, B)
-        bas = spline.basis_t(xt, self.grid, self.k, self._knot_tables())  # (I, K, B)
-        return torch.cat([F.silu(xt).unsqueeze(1), bas], dim=1)
+        return _Features.apply(x.T.contiguous(), self.grid, self.k, self._knot_tables())
 
     def _spline_weights(self) -> torch.Tensor:
         """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, ``m = mask * (1 - sym_mask)``: ``(I, O, K+1)``."""
@@ -394,15 +391,62 @@ class KANLayer(nn.Module):
         return KANLayer._from_state(**state, sym_names=names, sym_fns=self._used_functions(names))
 
 
+class _Features(torch.autograd.Function):
+    """``xt (I, B)`` -> ``[silu(x_i), B_1(x_i), .., B_K(x_i)]`` as ``(I, K+1, B)``, written in place
+    (no concatenation); the backward uses silu' and the saved dB/dx."""
+
+    @staticmethod
+    def forward(ctx, xt, grid, k, tables):
+        I, B = xt.shape
+        feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
+        torch.sigmoid(xt, out=feats[:, 0]).mul_(xt)
+        dbdx = spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], derivative=ctx.needs_input_grad[0])
+        ctx.save_for_backward(xt, dbdx)
+        return feats
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # grad (I, K+1, B)
+        xt, dbdx = ctx.saved_tensors
+        sig = torch.sigmoid(xt)
+        dsilu = sig * (1 + xt * (1 - sig))  # (I, B)
+        return grad[:, 0] * dsilu + (dbdx * grad[:, 1:]).sum(1), None, None, None
+
+
 def _matmul_features(ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``sum_i F_i W_i``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(B, O)``, one GEMM."""
-    return ft.reshape(-1, ft.shape[-1]).T @ w.transpose(1, 2).reshape(-1, w.shape[1])
+    """``sum_i F_i W_i``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(B, O)``, one GEMM.
+
+    Computed as ``(W^T F)^T`` so that the gradient w.r.t. ``ft`` comes out in ``ft``'s own layout,
+    and the result is the transpose of a contiguous ``(O, B)``: the next layer's ``x.T``.
+    """
+    wt = w.permute(1, 0, 2).reshape(w.shape[1], -1)  # (O, I*(K+1))
+    return (wt @ ft.reshape(-1, ft.shape[-1])).T
+
+
+class _Covariance(torch.autograd.Function):
+    """Per-input feature covariance ``Cov_i = Fc_i Fc_i^T / (B - 1)``, ``Fc = F - mean_b F``:
+    ``ft (I, K+1, B) -> (I, K+1, K+1)``. The centred copy is temporary (centring first keeps float32
+    accurate); the backward, ``dF = (G + G^T) Fc / (B - 1)``, is one batched product with ``ft``
+    (which the layer's GEMM keeps anyway) instead of autograd's two plus the centring's."""
+
+    @staticmethod
+    def forward(ctx, ft):
+        mean = ft.mean(-1, keepdim=True)  # (I, K+1, 1)
+        fc = ft - mean
+        ctx.save_for_backward(ft, mean)
+        return fc @ fc.transpose(1, 2) / (ft.shape[-1] - 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):  # grad (I, K+1, K+1)
+        ft, mean = ctx.saved_tensors
+        g = (grad + grad.transpose(1, 2)) / (ft.shape[-1] - 1)
+        return (g @ ft).sub_(g @ mean)  # (I, K+1, B)
 
 
 def _edge_std(ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(I, O)``."""
-    fc = ft - ft.mean(-1, keepdim=True)  # (I, K+1, B)
-    cov = fc @ fc.transpose(1, 2) / (ft.shape[-1] - 1)  # (I, K+1, K+1)
+    cov = _Covariance.apply(ft)  # (I, K+1, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)
     # sqrt with a zero (not infinite) gradient where the variance is 0 (masked or constant edges)
     pos = var > 0

@@ -62,7 +62,7 @@ def prune(model: KAN, x: torch.Tensor, node_th: float = 1e-2, edge_th: float = 3
     adding it to another active edge into the same node (to ``d`` of a symbolic edge, else to the
     spline of the edge with the largest ``|scale_sp|``, exact inside its grid), so the smaller
     model computes nearly the same function. Removing nodes whose outgoing edges are all masked
-    leaves the function exactly unchanged.
+    leaves the function unchanged (up to the summation order of the matrix products).
     """
     if not (node_th >= 0 and edge_th >= 0):
         raise ValueError(f"thresholds must be >= 0, got node_th={node_th}, edge_th={edge_th}")

@@ -112,39 +112,55 @@ def basis_t(
     return _BSplineBasis.apply(xt, grid, k, tables)
 
 
-def _cox_de_boor(
-    xt: torch.Tensor, grid: torch.Tensor, levels: list[tuple[torch.Tensor, torch.Tensor]]
-) -> torch.Tensor:
-    """Order-``len(levels)`` basis from order 0 up: ``xt (I, B)`` -> ``(I, M-1-len(levels), B)``."""
-    # (In-place ops and float comparisons: on CPUs, fresh large tensors and bool outputs cost more
-    # than the arithmetic.)
+def cox_de_boor_t(
+    xt: torch.Tensor,
+    grid: torch.Tensor,
+    tables: list[tuple[torch.Tensor, torch.Tensor]],
+    out: torch.Tensor,
+    derivative: bool = False,
+) -> torch.Tensor | None:
+    """Write the order-``k`` basis (``k = len(tables)``) of ``xt (I, B)`` into ``out (I, K, B)``
+    (any strided view); return ``dB/dx (I, K, B)`` if ``derivative``, else None. No autograd.
+
+    Cox-de Boor from order 0 up, in two ``(I, M, B)`` work buffers used in turn and in-place ops
+    (on CPUs, fresh large tensors cost more than the arithmetic):
+
+        B_{j,0} = [t_j <= x < t_{j+1}],   B_{j,p} = w_j B_{j,p-1} + (1 - w_{j+1}) B_{j+1,p-1}
+        dB_{j,k}/dx = k * (inv_j B_{j,k-1} - inv_{j+1} B_{j+1,k-1}),   inv_j = 1 / (t_{j+k} - t_j)
+    """
+    I, B = xt.shape
+    M, k = grid.shape[1], len(tables)
     xe = xt.unsqueeze(1)  # (I, 1, B)
-    step = torch.sub(xe, grid.unsqueeze(-1)).ge_(0)  # (I, M, B): 1.0 where x >= t_j
-    b = step[:, :-1] - step[:, 1:]  # (I, M-1, B): order 0, 1 on [t_j, t_{j+1})
-    for inv, shift in levels:
-        # B_{j,p} = w_j B_{j,p-1} + (1 - w_{j+1}) B_{j+1,p-1}
-        v = torch.mul(xe, inv).add_(shift).mul_(b)  # (I, n, B): w_j B_j
-        u = b.sub_(v)  # (1 - w_j) B_j, in place
-        b = v[:, :-1].add_(u[:, 1:])  # (I, n-1, B)
-    return b
+    free = torch.empty(I, M, B, dtype=xt.dtype, device=xt.device)
+    busy = torch.empty_like(free)
+    step = torch.sub(xe, grid.unsqueeze(-1), out=free).ge_(0)  # (I, M, B): 1.0 where x >= t_j
+    b = torch.sub(step[:, :-1], step[:, 1:], out=busy[:, : M - 1])  # (I, M-1, B): order 0
+    dbdx = None
+    for p, (inv, shift) in enumerate(tables, start=1):  # inv, shift (I, n, 1)
+        n = b.shape[1]
+        if p == k and derivative:
+            s = torch.mul(b, inv * k, out=free[:, :n])  # (I, K+1, B)
+            dbdx = s[:, :-1] - s[:, 1:]  # (I, K, B)
+        v = torch.mul(xe, inv, out=free[:, :n]).add_(shift).mul_(b)  # w_j B_j
+        u = b.sub_(v)  # (1 - w_j) B_j
+        if p == k:
+            torch.add(v[:, :-1], u[:, 1:], out=out)
+            return dbdx
+        b = v[:, :-1].add_(u[:, 1:])  # (I, n-1, B), now in `free`
+        free, busy = busy, free
+    raise ValueError("need k >= 1 knot tables")
 
 
 class _BSplineBasis(torch.autograd.Function):
-    """Cox-de Boor forward; the backward needs one saved tensor, dB/dx, made from the order k-1
-    basis:  dB_{j,k}/dx = k * (inv_j B_{j,k-1} - inv_{j+1} B_{j+1,k-1}),  inv_j = 1 / (t_{j+k} - t_j).
-    (Plain autograd through the recursion would keep every level's intermediates.)
-    """
+    """`cox_de_boor_t` with an analytic backward: it keeps one tensor, dB/dx (plain autograd
+    through the recursion would keep every level's intermediates)."""
 
     @staticmethod
     def forward(ctx, xt, grid, k, tables):  # xt (I, B), grid (I, M)
-        lower = _cox_de_boor(xt, grid, tables[: k - 1])  # (I, K+1, B): order k-1
-        inv, shift = tables[k - 1]  # (I, K+1, 1)
-        if ctx.needs_input_grad[0]:
-            s = lower * (k * inv)  # (I, K+1, B)
-            ctx.save_for_backward(s[:, :-1] - s[:, 1:])  # dB/dx (I, K, B)
-        v = torch.mul(xt.unsqueeze(1), inv).add_(shift).mul_(lower)
-        u = lower.sub_(v)
-        return v[:, :-1].add_(u[:, 1:])  # (I, K, B)
+        out = torch.empty(xt.shape[0], grid.shape[1] - k - 1, xt.shape[1], dtype=xt.dtype, device=xt.device)
+        dbdx = cox_de_boor_t(xt, grid, tables, out, derivative=ctx.needs_input_grad[0])
+        ctx.save_for_backward(dbdx)
+        return out  # (I, K, B)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -58,14 +58,26 @@ def regularizer(
     lamb_coefdiff: float = 0.0,
 ) -> torch.Tensor:
     """The sparsity regulariser of the model on the batch ``x (B, n_0)``, ``B >= 2`` (see `fit`)."""
+    return forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)[1]
+
+
+def forward_with_reg(
+    model: KAN,
+    x: torch.Tensor,
+    lamb_l1: float = 1.0,
+    lamb_entropy: float = 2.0,
+    lamb_coef: float = 0.0,
+    lamb_coefdiff: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model output ``(B, n_L)`` and regulariser (scalar) in one pass, one basis evaluation per
+    layer: the training step's forward (see `fit` for the formula). ``B >= 2``."""
     model._check_input(x)
-    return _forward_and_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)[1]
+    return _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)
 
 
-def _forward_and_reg(
+def _forward_with_reg(
     model: KAN, x: torch.Tensor, lamb_l1: float, lamb_entropy: float, lamb_coef: float, lamb_coefdiff: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model output ``(B, n_L)`` and regulariser (scalar) in one pass: one basis evaluation per layer."""
     reg = x.new_zeros(())
     for layer in model.layers:
         y, edge_std = layer.forward_with_edge_std(x)  # (B, O), (I, O)
@@ -177,7 +189,7 @@ def fit(
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
             if lamb > 0:
-                pred, reg = _forward_and_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)
+                pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)
             else:
                 pred, reg = _forward(model, x), zero
             mse = (pred - y).pow(2).mean()

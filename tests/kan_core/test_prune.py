@@ -41,7 +41,8 @@ def test_pruning_dead_nodes_keeps_outputs_exactly():
     small = prune(model, x, node_th=1e-2, edge_th=0.0)
     assert small.width == [2, 2, 1]
     assert small.layers[0].sym_names == [["", "x^2"], ["", ""]]
-    assert torch.equal(small(x), model(x))
+    # the same sums without the zero terms: equal up to the GEMM's summation order
+    assert torch.allclose(small(x), model(x), rtol=0, atol=1e-15)
     assert model.width == [2, 4, 1]  # the original is untouched
 
 
