@@ -95,6 +95,7 @@ def test_serve_without_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> N
     assert (tmp_path / "kan.db").exists()
 
 
+@pytest.mark.slow  # spawns the API and a worker pool, each importing torch
 def test_serve_starts_workers_and_stops_them(tmp_path: Path) -> None:
     pytest.importorskip("service.worker.local")
     port = free_port()
