@@ -114,7 +114,7 @@ def clean_constants(expr: sympy.Expr, *, digits: int = 4, tol: float = 1e-3) -> 
 
 
 def _distribute(expr: sympy.Expr) -> sympy.Expr:
-    """Numeric factors over sums, everywhere: 2*(3*sin(x) + 1) -> 6*sin(x) + 2 (nothing else)."""
+    """Products over sums, everywhere: 2*(3*sin(x) + 1) -> 6*sin(x) + 2 (powers, exp, log untouched)."""
     return sympy.expand(expr, deep=True, mul=True, multinomial=False, power_exp=False, power_base=False, log=False)
 
 

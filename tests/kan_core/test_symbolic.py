@@ -157,6 +157,11 @@ def test_custom_library_function():
     assert fit.r2[0, 1] > 0.99999
 
 
+def test_no_edges_gives_empty_fit():
+    fit = fit_affine(torch.zeros(0, 10), torch.zeros(0, 10), ["sin", "0"])
+    assert fit.params.shape == (0, 2, 4) and fit.r2.shape == (0, 2) and rank(fit) == []
+
+
 def test_bad_inputs_raise_value_error():
     x = torch.linspace(-1, 1, 20)
     with pytest.raises(ValueError, match="nope"):
