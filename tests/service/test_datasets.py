@@ -470,6 +470,9 @@ def test_bad_csv_body_and_query_are_rejected(small_client: tuple[TestClient, Fas
                                params={"targets": "nope"}), 422, "targets")
     assert_problem(client.post("/v1/datasets", data={"targets": "y"}, files={"other": ("d.csv", b"a,y\n1,2\n")}),
                    422, "file")
+    # query parameters are checked whatever the body, so a typo is never silently ignored
+    assert_problem(client.post("/v1/datasets", json=SMALL_FORMULA, params={"test_fraction": "x"}), 422, "test_fraction")
+    assert_problem(client.post("/v1/datasets", json=SMALL_FORMULA, params={"sede": "1"}), 422, "sede")
     assert count_datasets(app.state.session_factory) == 0
 
 

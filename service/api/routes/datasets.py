@@ -93,11 +93,13 @@ async def _parse_form(request: Request) -> datasets.CsvUpload:
 async def dataset_request(request: Request) -> datasets.DatasetRequest:
     """The creation request, read according to its Content-Type."""
     media_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    # the query parameters configure text/csv bodies; they are checked whatever the body, so that a
+    # typo is never silently ignored
+    query_options = _validate(CsvOptions, dict(request.query_params), "query")
     if media_type == "multipart/form-data":
         return await _parse_form(request)
     if media_type in CSV_TYPES:
-        options = _validate(CsvOptions, dict(request.query_params), "query")
-        return datasets.CsvUpload(await request.body(), options, field="body")
+        return datasets.CsvUpload(await request.body(), query_options, field="body")
     if media_type == "application/json" or media_type.endswith("+json"):
         body = await request.body()
         return await run_in_threadpool(_parse_json, body)  # large bodies: keep the event loop free
@@ -126,7 +128,7 @@ CREATE_REQUEST_BODY = {
 }
 CSV_QUERY_PARAMETERS = [
     {"name": name, "in": "query", "required": False, "schema": schema,
-     "description": f"text/csv bodies only. {schema.get('description', '')}".strip()}
+     "description": f"Used with a text/csv body. {schema.get('description', '')}".strip()}
     for name, schema in _CSV_OPTIONS.items()
 ]
 
@@ -172,7 +174,7 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, summary="A dataset's metadata and column statistics",
-            responses=problem_responses(404))
+            responses=problem_responses(404, 422))
 def get_dataset(dataset_id: DatasetId, session: SessionDep, tenant: TenantDep) -> DatasetPublic:
     return _public(datasets.get_dataset(session, tenant, dataset_id))
 
@@ -192,7 +194,7 @@ def get_dataset_data(
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset no job or model uses",
-               responses=problem_responses(404, 409))
+               responses=problem_responses(404, 409, 422))
 def delete_dataset(dataset_id: DatasetId, session: SessionDep, tenant: TenantDep) -> Response:
     datasets.delete_dataset(session, tenant, dataset_id)
     return Response(status_code=204)
