@@ -158,7 +158,9 @@ def _count(value: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kan-service", description="Formula discovery with Kolmogorov-Arnold Networks.")
+    parser = argparse.ArgumentParser(
+        prog="kan-service", description="Formula discovery with Kolmogorov-Arnold Networks."
+    )
     parser.add_argument("--log-level", help="debug, info, warning... (default: KAN_LOG_LEVEL or info)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -13,7 +13,7 @@ import hashlib
 import io
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -181,20 +181,26 @@ def build(request: DatasetRequest, settings: Settings) -> BuiltDataset:
     return build_from_arrays(request, settings)
 
 
+def _column_count(names: list[str] | None, rows: list[list[float]], names_field: str, rows_field: str) -> int:
+    """Columns of an array given as JSON: one per name when names are given, else the first row's length."""
+    if not rows:
+        raise InvalidInput(f"{rows_field} has no rows", field=rows_field)
+    n = len(names) if names is not None else len(rows[0])
+    if n == 0:
+        where = names_field if names is not None else f"{rows_field}[0]"
+        raise InvalidInput("at least one column is needed", field=where)
+    return n
+
+
 def build_from_arrays(body: DatasetCreateArrays, settings: Settings) -> BuiltDataset:
-    if not body.inputs:
-        raise InvalidInput("inputs has no rows", field="inputs")
+    """Arrays given as JSON; without an explicit test split, a seeded random share becomes the test set."""
     if (body.test_inputs is None) != (body.test_targets is None):
         missing = "test_targets" if body.test_targets is None else "test_inputs"
         raise InvalidInput("test_inputs and test_targets must be given together", field=missing)
+    d = _column_count(body.feature_names, body.inputs, "feature_names", "inputs")
+    o = _column_count(body.target_names, body.targets, "target_names", "targets")
     n_rows = len(body.inputs) + len(body.test_inputs or ())
-    d = len(body.feature_names) if body.feature_names is not None else len(body.inputs[0])
-    o = len(body.target_names) if body.target_names is not None else len(body.targets[0]) if body.targets else 1
     _check_limits(settings, n_rows, d + o, rows_field="inputs", columns_field="inputs")
-    if d == 0:
-        raise InvalidInput("rows need at least one input value", field="feature_names" if body.feature_names is not None else "inputs[0]")
-    if o == 0:
-        raise InvalidInput("at least one target column is needed", field="target_names" if body.target_names is not None else "targets[0]")
     features = body.feature_names if body.feature_names is not None else default_names("x", d)
     targets = body.target_names if body.target_names is not None else default_names("y", o)
     check_names(features, targets, features_field="feature_names[{i}]", targets_field="target_names[{i}]")
@@ -304,11 +310,13 @@ def build_from_expression(body: DatasetCreateSynthetic, settings: Settings) -> B
     draws), targets the expression's values: the same request always builds the same arrays."""
     variables = list(body.ranges)
     check_names(variables, [body.target_name], features_field="ranges.{name}", targets_field="target_name")
-    _check_limits(settings, body.n_train + body.n_test, len(variables) + 1, rows_field="n_train", columns_field="ranges")
+    _check_limits(settings, body.n_train + body.n_test, len(variables) + 1,
+                  rows_field="n_train", columns_field="ranges")
     bounds = np.array([body.ranges[name] for name in variables], dtype=np.float64)
     for name, (lo, hi) in zip(variables, bounds):
         if not lo < hi:
-            raise InvalidInput(f"the range must be [low, high] with low < high, got [{lo}, {hi}]", field=f"ranges.{name}")
+            raise InvalidInput(f"the range must be [low, high] with low < high, got [{lo}, {hi}]",
+                               field=f"ranges.{name}")
         if not math.isfinite(hi - lo):
             raise InvalidInput("the range is too wide to sample", field=f"ranges.{name}")
     try:
@@ -332,7 +340,7 @@ def build_from_expression(body: DatasetCreateSynthetic, settings: Settings) -> B
                         expression=body.expression.strip())
 
 
-def _labels(evaluate: Any, x: np.ndarray, variables: list[str]) -> np.ndarray:
+def _labels(evaluate: Callable[[np.ndarray], np.ndarray], x: np.ndarray, variables: list[str]) -> np.ndarray:
     """The expression on every row as an (n, 1) float64 column; InvalidInput where it is not a finite real."""
     try:
         values = evaluate(x)
@@ -373,7 +381,8 @@ def column_summaries(dataset: Dataset) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for role, names, table in (("feature", dataset.feature_names, inputs), ("target", dataset.target_names, labels)):
         with np.errstate(all="ignore"):
-            stats = {"min": table.min(axis=0), "max": table.max(axis=0), "mean": table.mean(axis=0), "std": table.std(axis=0)}
+            stats = {"min": table.min(axis=0), "max": table.max(axis=0),
+                     "mean": table.mean(axis=0), "std": table.std(axis=0)}
         for j, name in enumerate(names):
             out.append({"name": name, "role": role,
                         **{key: (float(v[j]) if math.isfinite(v[j]) else None) for key, v in stats.items()}})
@@ -451,7 +460,9 @@ def list_datasets(session: Session, tenant: str, limit: int, cursor: str | None)
 def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
     """Delete a dataset no job or model references (Conflict listing them otherwise)."""
     get_dataset(session, tenant, dataset_id, with_arrays=False)
-    jobs = session.scalars(select(Job.id).where(Job.dataset_id == dataset_id).order_by(Job.id).limit(MAX_CONFLICT_IDS)).all()
+    jobs = session.scalars(
+        select(Job.id).where(Job.dataset_id == dataset_id).order_by(Job.id).limit(MAX_CONFLICT_IDS)
+    ).all()
     models = session.scalars(
         select(Model.id).where(Model.dataset_id == dataset_id).order_by(Model.id).limit(MAX_CONFLICT_IDS)
     ).all()
@@ -468,7 +479,8 @@ def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
 
 
 def _in_use(dataset_id: str, jobs: list[str], models: list[str]) -> Conflict:
-    used_by = ", ".join(([f"jobs {', '.join(jobs)}"] if jobs else []) + ([f"models {', '.join(models)}"] if models else []))
+    parts = ([f"jobs {', '.join(jobs)}"] if jobs else []) + ([f"models {', '.join(models)}"] if models else [])
+    used_by = ", ".join(parts)
     return Conflict(
         f"dataset {dataset_id!r} is used by {used_by or 'a job'}; delete those first",
         jobs=jobs, models=models,

@@ -93,11 +93,13 @@ class DatabaseCollector(Collector):
                 depth.add_metric([queue], queued.get(queue, 0))
             now = datetime.now(timezone.utc)
             cutoff = now - timedelta(seconds=self.settings.heartbeat_timeout_s)
-            workers.add_metric([], session.scalar(select(func.count()).select_from(Worker).where(Worker.heartbeat_at >= cutoff)) or 0)
+            alive = select(func.count()).select_from(Worker).where(Worker.heartbeat_at >= cutoff)
+            workers.add_metric([], session.scalar(alive) or 0)
             running = session.execute(
                 select(Job.started_at, Job.progress, Job.history).where(Job.status == JobStatus.running)
             ).all()
-            rate.add_metric([], sum(_steps_per_second(started, progress, history, now) for started, progress, history in running))
+            rate.add_metric([], sum(_steps_per_second(started, progress, history, now)
+                                    for started, progress, history in running))
         yield from (jobs, depth, workers, rate)
 
 

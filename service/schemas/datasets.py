@@ -62,7 +62,9 @@ class DatasetCreateArrays(_Input):
 
     name: DatasetName | None = None
     feature_names: list[VariableName] | None = Field(None, description="One per input column; default x1, x2, ...")
-    target_names: list[VariableName] | None = Field(None, description="One per target column; default y (or y1, y2, ...).")
+    target_names: list[VariableName] | None = Field(
+        None, description="One per target column; default y (or y1, y2, ...)."
+    )
     inputs: list[Row] = Field(description="Rows of input values (train rows when test_inputs is given).")
     targets: Targets
     test_inputs: list[Row] | None = Field(None, description="An explicit test split (then test_fraction is ignored).")

@@ -71,7 +71,8 @@ def _parse_json(body: bytes) -> DatasetCreateArrays | DatasetCreateSynthetic:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error",
                                        "ctx": {"error": message}}]) from None
     if not isinstance(data, dict):
-        raise RequestValidationError([{"type": "model_type", "loc": ("body",), "msg": "the body must be a JSON object"}])
+        raise RequestValidationError([{"type": "model_type", "loc": ("body",),
+                                       "msg": "the body must be a JSON object"}])
     model = DatasetCreateSynthetic if "expression" in data else DatasetCreateArrays
     return _validate(model, data, "body")
 
@@ -123,7 +124,8 @@ CREATE_REQUEST_BODY = {
             "properties": {"file": {"type": "string", "format": "binary",
                                     "description": "CSV with a header row naming every column."}, **_CSV_OPTIONS},
         }},
-        "text/csv": {"schema": {"type": "string", "description": "CSV with a header row; options as query parameters."}},
+        "text/csv": {"schema": {"type": "string",
+                                "description": "CSV with a header row; options as query parameters."}},
     },
 }
 CSV_QUERY_PARAMETERS = [
