@@ -70,8 +70,8 @@ def _check_model(settings: Settings, spec: ModelSpec, n_in: int, n_out: int) -> 
     if width[-1] != n_out:
         raise InvalidInput(f"the last width must be the dataset's {n_out} targets, got {width[-1]}",
                            field=f"model.width[{len(width) - 1}]")
-    if len(width) - 1 > settings.max_layers:
-        raise InvalidInput(f"at most {settings.max_layers} layers, got {len(width) - 1}", field="model.width")
+    if len(width) > settings.max_layers:
+        raise InvalidInput(f"at most {settings.max_layers} layers (widths), got {len(width)}", field="model.width")
     for i, w in enumerate(width):
         if w > settings.max_width:
             raise InvalidInput(f"at most {settings.max_width} nodes per layer, got {w}", field=f"model.width[{i}]")

@@ -1,31 +1,25 @@
-"""Helpers shared by the job, worker and end-to-end tests: settings tuned for fast tests, rows
+"""Helpers shared by the job, worker and end-to-end tests: settings overrides for fast workers, rows
 inserted through the ORM (as another process would), problem+json assertions, tiny pipelines."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import save as save_safetensors
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.config import Settings
 from service.ids import new_id
 from service.models import Dataset
 
-FAST = {
+FAST = {  # Settings for tests: workers notice jobs, beat and give up on silent peers quickly
     "poll_interval_s": 0.05,
     "heartbeat_interval_s": 0.2,
     "heartbeat_timeout_s": 2.0,
     "torch_threads": 1,
 }
-
-
-def fast_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=data_dir, **{**FAST, **overrides})
 
 
 def insert_dataset(
