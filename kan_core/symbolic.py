@@ -351,6 +351,7 @@ def _polish(
     r = P y, P projecting out span{1, f(a*x + b)}; Kaufman's Jacobian is J = -c P [f' x, f'].
     """
     yc = y - y.mean(1, keepdim=True)
+    syy = torch.linalg.vecdot(yc, yc)
     sse = _sse(fn, x, yc, ab, rel_var)  # (E,)
     lam = torch.full_like(sse, 1e-3)
     for _ in range(steps):
@@ -375,10 +376,12 @@ def _polish(
         trial = ab + torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
         sse_trial = _sse(fn, x, yc, trial, rel_var)
         accept = sse_trial < sse
+        # converged: an accepted step gained < 1e-6 (relative), an exact fit, or no step is accepted
+        done = (accept & (sse - sse_trial <= 1e-6 * sse)) | (sse <= 1e-15 * syy) | (lam >= 1e10)
         ab = torch.where(accept[:, None], trial, ab)
         sse = torch.where(accept, sse_trial, sse)
         lam = torch.where(accept, lam * 0.3, lam * 10.0).clamp(1e-12, 1e12)
-        if bool((lam >= 1e12).all()):
+        if bool(done.all()):
             break
     return ab
 
