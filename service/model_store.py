@@ -210,10 +210,16 @@ def validate_inputs(rows: Sequence[Sequence[float]], n_inputs: int, max_rows: in
         raise InvalidInput("inputs must contain at least one row", field="inputs")
     if len(rows) > max_rows:
         raise InvalidInput(f"at most {max_rows} rows per request, got {len(rows)}", field="inputs")
-    for i, row in enumerate(rows):
-        if len(row) != n_inputs:
-            raise InvalidInput(f"inputs[{i}] has {len(row)} values; the model takes {n_inputs}", field=f"inputs[{i}]")
-    x = np.asarray(rows, dtype=np.float64)
+    try:
+        x = np.array(rows, dtype=np.float64)
+    except ValueError:  # ragged rows
+        x = None
+    if x is None or x.ndim != 2 or x.shape[1] != n_inputs:  # find the first bad row only when there is one
+        for i, row in enumerate(rows):
+            if len(row) != n_inputs:
+                raise InvalidInput(f"inputs[{i}] has {len(row)} values; the model takes {n_inputs}",
+                                   field=f"inputs[{i}]")
+        raise InvalidInput(f"inputs must be rows of {n_inputs} numbers", field="inputs")
     bad = ~np.isfinite(x)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])

@@ -64,11 +64,14 @@ def predict(
     store: ModelStoreDep,
     mode: Annotated[PredictMode, Query(description="`network`: the KAN; `formula`: its closed-form formulas.")]
     = PredictMode.network,
-) -> PredictResponse:
+) -> Response:
     """One output row per input row. `mode=formula` answers 409 when the model has no formula."""
     row = model_store.get_model(session, tenant, model_id)
     outputs = store.predict(session, row, body.inputs, mode, max_rows=settings.max_predict_rows)
-    return PredictResponse(mode=mode, outputs=outputs)
+    # The hot path: the outputs are already JSON-safe floats (None for non-finite values), so skip
+    # re-validating them (FastAPI would dump and validate every row again) and serialise in Rust.
+    return Response(PredictResponse.model_construct(mode=mode, outputs=outputs).model_dump_json(),
+                    media_type="application/json")
 
 
 @router.get("/models/{model_id}/formula", response_model=FormulaResponse, summary="The model's formulas",
