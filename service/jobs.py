@@ -26,12 +26,12 @@ import anyio.to_thread
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
-from service import idempotency
+from service import datasets, idempotency
 from service.config import Settings
 from service.db import session_scope
 from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import new_id
-from service.models import Dataset, Job, JobKind, JobStatus, Model, Worker, utcnow
+from service.models import Job, JobKind, JobStatus, Model, Worker, utcnow
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.jobs import (
     EdgeFixSpec,
@@ -122,13 +122,6 @@ def check_pipeline(settings: Settings, body: JobCreate, n_in: int, n_out: int) -
 # API side: create, read, list, cancel
 
 
-def _dataset(session: Session, tenant: str, dataset_id: str) -> Dataset:
-    dataset = session.get(Dataset, dataset_id, options=[defer(Dataset.arrays)])
-    if dataset is None or dataset.tenant_id != tenant:
-        raise NotFound("dataset", dataset_id)
-    return dataset
-
-
 def _insert(session: Session, tenant: str, job: Job, endpoint: str, key: str | None, digest: str) -> Job:
     session.add(job)
     if key:
@@ -146,7 +139,7 @@ def create_job(
     digest = idempotency.fingerprint(body.model_dump(mode="json", by_alias=True))
     if idempotency_key and (earlier := idempotency.lookup(session, tenant, JOBS_ENDPOINT, idempotency_key, digest)):
         return get_job(session, tenant, earlier)
-    dataset = _dataset(session, tenant, body.dataset_id)
+    dataset = datasets.get_dataset(session, tenant, body.dataset_id, with_arrays=False)
     width = check_pipeline(settings, body, len(dataset.feature_names), len(dataset.target_names))
     config = body.pipeline_dict()
     config["model"]["width"] = width

@@ -16,7 +16,7 @@ from service import jobs
 from service.api.deps import ExecutorDep, SessionDep, SettingsDep, TenantDep
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Job, JobStatus
-from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page
+from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.jobs import JobCreate, JobHistory, JobPublic, SymbolicJobCreate
 
 EVENT_POLL_S = 0.25
@@ -40,7 +40,7 @@ def _accepted(response: Response, session: Session, job: Job) -> JobPublic:
 
 @jobs_router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic, summary="Queue a training pipeline",
-    responses={404: {"description": "Unknown dataset"}, 422: {"description": "Invalid pipeline for this dataset"}},
+    responses=problem_responses(404, 422),
 )
 def create_job(
     body: JobCreate, response: Response, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
@@ -51,7 +51,8 @@ def create_job(
     return _accepted(response, session, job)
 
 
-@jobs_router.get("", response_model=Page[JobPublic], summary="List jobs, newest first")
+@jobs_router.get("", response_model=Page[JobPublic], summary="List jobs, newest first",
+                 responses=problem_responses(422))
 def list_jobs(
     session: SessionDep, tenant: TenantDep, limit: LimitQuery = DEFAULT_PAGE_SIZE, cursor: CursorQuery = None,
     status_: Annotated[JobStatus | None, Query(alias="status", description="Only jobs in this state.")] = None,
@@ -60,12 +61,14 @@ def list_jobs(
     return Page[JobPublic](items=items, next_cursor=next_cursor)
 
 
-@jobs_router.get("/{job_id}", response_model=JobPublic, summary="Get a job's status and progress")
+@jobs_router.get("/{job_id}", response_model=JobPublic, summary="A job's status and progress",
+                 responses=problem_responses(404))
 def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobPublic:
     return jobs.public(session, jobs.get_job(session, tenant, job_id))
 
 
-@jobs_router.get("/{job_id}/history", response_model=JobHistory, summary="A job's loss history")
+@jobs_router.get("/{job_id}/history", response_model=JobHistory, summary="A job's loss history",
+                 responses=problem_responses(404))
 def get_history(job_id: str, session: SessionDep, tenant: TenantDep) -> JobHistory:
     job = jobs.get_job(session, tenant, job_id, with_history=True)
     return JobHistory(job_id=job.id, status=job.status, points=job.history)
@@ -73,8 +76,8 @@ def get_history(job_id: str, session: SessionDep, tenant: TenantDep) -> JobHisto
 
 @jobs_router.post(
     "/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job",
-    responses={202: {"description": "The job is running; its worker stops it within one training step"},
-               409: {"description": "The job already finished"}},
+    responses={202: {"model": JobPublic, "description": "The job is running; its worker stops it within one step"},
+               **problem_responses(404, 409)},
 )
 def cancel_job(
     job_id: str, response: Response, session: SessionDep, tenant: TenantDep, executor: ExecutorDep
@@ -90,7 +93,8 @@ def cancel_job(
     "/{job_id}/events", summary="Follow a job (server-sent events)", response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}},
                      "description": "`progress` events (JobProgressEvent) while the job changes, then one "
-                                    "`end` event (JobEnd) with the final status."}},
+                                    "`end` event (JobEnd) with the final status."},
+               **problem_responses(404)},
 )
 async def job_events(job_id: str, session_factory: SessionFactoryDep, tenant: TenantDep) -> EventSourceResponse:
     events = jobs.follow(session_factory, tenant, job_id, interval_s=EVENT_POLL_S)
@@ -107,7 +111,7 @@ async def job_events(job_id: str, session_factory: SessionFactoryDep, tenant: Te
 @models_router.post(
     "/{model_id}/symbolic", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
     summary="Derive a model: fix edges to symbolic functions, then retrain",
-    responses={404: {"description": "Unknown model"}, 422: {"description": "Invalid edge or function"}},
+    responses=problem_responses(404, 422),
 )
 def create_symbolic_job(
     model_id: str, body: SymbolicJobCreate, response: Response, session: SessionDep, settings: SettingsDep,
