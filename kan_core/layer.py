@@ -8,10 +8,10 @@ The spline edges of a layer are one matrix product. With the per-input features
 
     F_i(x) = [silu(x_i), B_1(x_i), ..., B_K(x_i)]      stored feature-major: Ft (I, K+1, B)
 
-and the per-edge weights  W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]  (I, O, K+1),
-m = mask * (1 - sym_mask), the layer output is  Ft.reshape(I*(K+1), B).T @ W.reshape(I*(K+1), O):
-no (B, I, O) tensor on the hot path. Symbolic edges are few; they are grouped by function and
-evaluated only where set.
+and the per-edge weights  W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]  stored output-major
+as Wt (O, I, K+1), m = mask * (1 - sym_mask), the layer output is one GEMM,
+y = (Wt.reshape(O, I*(K+1)) @ Ft.reshape(I*(K+1), B)).T: no (B, I, O) tensor on the hot path.
+Symbolic edges are few; they are grouped by function and evaluated only where set.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ class KANLayer(nn.Module):
         self._sym_groups: list[tuple[SymbolicFunction, torch.Tensor, torch.Tensor]] | None = None
         self._tables_key: tuple | None = None
         self._tables: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._mask_key: tuple | None = None
+        self._mask = torch.empty(0)
 
     @classmethod
     def _from_state(cls, **state) -> KANLayer:
@@ -158,18 +160,18 @@ class KANLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, I) -> y (B, O)``, ``y_j = sum_i mask_ij * phi_ij(x_i)``."""
         self._check_x(x)
-        y = _matmul_features(self._features_t(x), self._spline_weights())  # (B, O)
+        y = _matmul_features(self._features_t(x), self._spline_weights_t())  # (B, O)
         return y + self._symbolic(x) if self._has_symbolic() else y
 
     def forward_with_edge_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward(x)`` and ``spline_edge_std(x)`` from one basis evaluation (the training path)."""
         self._check_x(x, min_batch=2)
         ft = self._features_t(x)  # (I, K+1, B)
-        w = self._spline_weights()  # (I, O, K+1)
-        y = _matmul_features(ft, w)  # (B, O)
+        wt = self._spline_weights_t()  # (O, I, K+1)
+        y = _matmul_features(ft, wt)  # (B, O)
         if self._has_symbolic():
             y = y + self._symbolic(x)
-        return y, _edge_std(ft, w)
+        return y, _edge_std(ft, wt)
 
     def spline_edge_std(self, x: torch.Tensor) -> torch.Tensor:
         """Unbiased batch std of every non-symbolic edge's output, ``(I, O)`` (0 on symbolic and
@@ -180,13 +182,13 @@ class KANLayer(nn.Module):
         with ``Fc`` the batch-centred features; never materialises the ``(B, I, O)`` edge outputs.
         """
         self._check_x(x, min_batch=2)
-        return _edge_std(self._features_t(x), self._spline_weights())
+        return _edge_std(self._features_t(x), self._spline_weights_t())
 
     def edge_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every edge's output ``mask_ij * phi_ij(x_i)``: ``(B, I, O)``. For inspection, not training."""
         self._check_x(x)
-        w = self._spline_weights()  # (I, O, K+1)
-        out = torch.einsum("ikb,iok->bio", self._features_t(x), w)  # (B, I, O)
+        wt = self._spline_weights_t()  # (O, I, K+1)
+        out = torch.einsum("ikb,oik->bio", self._features_t(x), wt)  # (B, I, O)
         for fn, ii, jj in self._symbolic_groups(x.device):
             out[:, ii, jj] = self._symbolic_values(x, fn, ii, jj)  # spline branch is 0 there
         return out
@@ -195,16 +197,24 @@ class KANLayer(nn.Module):
         """Features ``[silu(x_i), B_1(x_i), .., B_K(x_i)]``, feature-major: ``(B, I) -> (I, K+1, B)``."""
         return _Features.apply(x.T.contiguous(), self.grid, self.k, self._knot_tables())
 
-    def _spline_weights(self) -> torch.Tensor:
-        """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, ``m = mask * (1 - sym_mask)``: ``(I, O, K+1)``."""
-        m = self.mask * (1 - self.sym_mask)  # (I, O)
-        w = torch.cat([self.scale_base.unsqueeze(-1), self.coef * self.scale_sp.unsqueeze(-1)], dim=-1)
-        return w * m.unsqueeze(-1)
+    def _spline_weights_t(self) -> torch.Tensor:
+        """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, output-major: ``(O, I, K+1)``."""
+        sb, sp = self.scale_base.T.unsqueeze(-1), self.scale_sp.T.unsqueeze(-1)  # (O, I, 1)
+        w = torch.cat([sb, self.coef.transpose(0, 1) * sp], dim=-1)  # (O, I, K+1)
+        return w * self._spline_mask_t()
+
+    def _spline_mask_t(self) -> torch.Tensor:
+        """``m = mask * (1 - sym_mask)`` as ``(O, I, 1)``: the spline edges. Cached between changes."""
+        key = (_cache_key(self.mask), _cache_key(self.sym_mask))
+        if None in key or key != self._mask_key:
+            self._mask = (self.mask * (1 - self.sym_mask)).T.unsqueeze(-1)
+            self._mask_key = key
+        return self._mask
 
     def _knot_tables(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cox-de Boor knot tables, recomputed only when the grid tensor changes."""
-        key = (self.grid.data_ptr(), self.grid._version, self.grid.dtype, self.grid.device)
-        if key != self._tables_key:
+        key = _cache_key(self.grid)
+        if key is None or key != self._tables_key:
             self._tables = spline.knot_tables(self.grid, self.k)
             self._tables_key = key
         return self._tables
@@ -392,35 +402,37 @@ class KANLayer(nn.Module):
 
 
 class _Features(torch.autograd.Function):
-    """``xt (I, B)`` -> ``[silu(x_i), B_1(x_i), .., B_K(x_i)]`` as ``(I, K+1, B)``, written in place
-    (no concatenation); the backward uses silu' and the saved dB/dx."""
+    """``xt (I, B)`` -> ``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` as ``(I, K+1, B)``, written in
+    place (no concatenation). It saves ``dF/dx`` (same shape; ``silu' = s + silu * (1 - s)``,
+    ``s = sigmoid``), so the backward is one product and one sum."""
 
     @staticmethod
     def forward(ctx, xt, grid, k, tables):
         I, B = xt.shape
         feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
-        torch.sigmoid(xt, out=feats[:, 0]).mul_(xt)
-        dbdx = spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], derivative=ctx.needs_input_grad[0])
-        ctx.save_for_backward(xt, dbdx)
+        deriv = torch.empty_like(feats) if ctx.needs_input_grad[0] else None
+        sig = torch.sigmoid(xt)
+        silu = torch.mul(sig, xt, out=feats[:, 0])
+        if deriv is not None:
+            torch.addcmul(silu, sig, 1 - silu, out=deriv[:, 0])
+        spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], None if deriv is None else deriv[:, 1:])
+        ctx.save_for_backward(deriv)
         return feats
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # grad (I, K+1, B)
-        xt, dbdx = ctx.saved_tensors
-        sig = torch.sigmoid(xt)
-        dsilu = sig * (1 + xt * (1 - sig))  # (I, B)
-        return grad[:, 0] * dsilu + (dbdx * grad[:, 1:]).sum(1), None, None, None
+        (deriv,) = ctx.saved_tensors
+        return (deriv * grad).sum(1), None, None, None  # (I, B)
 
 
-def _matmul_features(ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``sum_i F_i W_i``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(B, O)``, one GEMM.
+def _matmul_features(ft: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """``sum_i F_i W_i``: ``ft (I, K+1, B)``, ``wt (O, I, K+1)`` -> ``(B, O)``, one GEMM.
 
     Computed as ``(W^T F)^T`` so that the gradient w.r.t. ``ft`` comes out in ``ft``'s own layout,
     and the result is the transpose of a contiguous ``(O, B)``: the next layer's ``x.T``.
     """
-    wt = w.permute(1, 0, 2).reshape(w.shape[1], -1)  # (O, I*(K+1))
-    return (wt @ ft.reshape(-1, ft.shape[-1])).T
+    return (wt.reshape(wt.shape[0], -1) @ ft.reshape(-1, ft.shape[-1])).T
 
 
 class _Covariance(torch.autograd.Function):
@@ -444,13 +456,22 @@ class _Covariance(torch.autograd.Function):
         return (g @ ft).sub_(g @ mean)  # (I, K+1, B)
 
 
-def _edge_std(ft: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``w (I, O, K+1)`` -> ``(I, O)``."""
+def _edge_std(ft: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``wt (O, I, K+1)`` -> ``(I, O)``."""
     cov = _Covariance.apply(ft)  # (I, K+1, K+1)
+    w = wt.transpose(0, 1)  # (I, O, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)
     # sqrt with a zero (not infinite) gradient where the variance is 0 (masked or constant edges)
     pos = var > 0
     return torch.where(pos, torch.where(pos, var, 1.0).sqrt(), 0.0)
+
+
+def _cache_key(t: torch.Tensor) -> tuple[int, int] | None:
+    """Identity and version of a tensor; None (do not cache) for inference tensors, which keep no
+    version, and in inference mode, whose results autograd could not use later."""
+    if t.is_inference() or torch.is_inference_mode_enabled():
+        return None
+    return (t.data_ptr(), t._version)
 
 
 def _check_grid_eps(grid_eps: float) -> None:

@@ -117,10 +117,10 @@ def cox_de_boor_t(
     grid: torch.Tensor,
     tables: list[tuple[torch.Tensor, torch.Tensor]],
     out: torch.Tensor,
-    derivative: bool = False,
-) -> torch.Tensor | None:
+    deriv_out: torch.Tensor | None = None,
+) -> None:
     """Write the order-``k`` basis (``k = len(tables)``) of ``xt (I, B)`` into ``out (I, K, B)``
-    (any strided view); return ``dB/dx (I, K, B)`` if ``derivative``, else None. No autograd.
+    and, if given, ``dB/dx`` into ``deriv_out (I, K, B)`` (any strided views). No autograd.
 
     Cox-de Boor from order 0 up, in two ``(I, M, B)`` work buffers used in turn and in-place ops
     (on CPUs, fresh large tensors cost more than the arithmetic):
@@ -135,17 +135,16 @@ def cox_de_boor_t(
     busy = torch.empty_like(free)
     step = torch.sub(xe, grid.unsqueeze(-1), out=free).ge_(0)  # (I, M, B): 1.0 where x >= t_j
     b = torch.sub(step[:, :-1], step[:, 1:], out=busy[:, : M - 1])  # (I, M-1, B): order 0
-    dbdx = None
     for p, (inv, shift) in enumerate(tables, start=1):  # inv, shift (I, n, 1)
         n = b.shape[1]
-        if p == k and derivative:
+        if p == k and deriv_out is not None:
             s = torch.mul(b, inv * k, out=free[:, :n])  # (I, K+1, B)
-            dbdx = s[:, :-1] - s[:, 1:]  # (I, K, B)
+            torch.sub(s[:, :-1], s[:, 1:], out=deriv_out)
         v = torch.mul(xe, inv, out=free[:, :n]).add_(shift).mul_(b)  # w_j B_j
         u = b.sub_(v)  # (1 - w_j) B_j
         if p == k:
             torch.add(v[:, :-1], u[:, 1:], out=out)
-            return dbdx
+            return
         b = v[:, :-1].add_(u[:, 1:])  # (I, n-1, B), now in `free`
         free, busy = busy, free
     raise ValueError("need k >= 1 knot tables")
@@ -158,7 +157,8 @@ class _BSplineBasis(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xt, grid, k, tables):  # xt (I, B), grid (I, M)
         out = torch.empty(xt.shape[0], grid.shape[1] - k - 1, xt.shape[1], dtype=xt.dtype, device=xt.device)
-        dbdx = cox_de_boor_t(xt, grid, tables, out, derivative=ctx.needs_input_grad[0])
+        dbdx = torch.empty_like(out) if ctx.needs_input_grad[0] else None
+        cox_de_boor_t(xt, grid, tables, out, dbdx)
         ctx.save_for_backward(dbdx)
         return out  # (I, K, B)
 

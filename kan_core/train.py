@@ -84,9 +84,9 @@ def _forward_with_reg(
         a = edge_std / (x.std(0) + 0.1).unsqueeze(1)  # (I, O)
         p_row = a / (a.sum(1, keepdim=True) + 1)
         p_col = a / (a.sum(0, keepdim=True) + 1)
-        ent_row = -(p_row * torch.log2(p_row + 1e-4)).sum(1).mean()
-        ent_col = -(p_col * torch.log2(p_col + 1e-4)).sum(0).mean()
-        reg = reg + lamb_l1 * a.sum() + lamb_entropy * (ent_row + ent_col)
+        # H(p_row, 1) + H(p_col, 0), the means over rows / columns written as sums / counts
+        ent = (p_row * torch.log2(p_row + 1e-4)).sum() / a.shape[0] + (p_col * torch.log2(p_col + 1e-4)).sum() / a.shape[1]
+        reg = reg + lamb_l1 * a.sum() - lamb_entropy * ent
         if lamb_coef > 0 or lamb_coefdiff > 0:
             m = layer.mask * (1 - layer.sym_mask)  # (I, O): spline edges
             reg = reg + lamb_coef * (m * layer.coef.abs().mean(-1)).sum()

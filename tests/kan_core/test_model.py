@@ -109,3 +109,14 @@ def test_from_config_errors():
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_inference_mode_and_autograd_mix():
+    with torch.inference_mode():
+        built_there = KAN([2, 3, 1])
+        assert built_there(inputs()).shape == (200, 1)
+    model = KAN([2, 3, 1])
+    with torch.inference_mode():
+        y = model(inputs())
+    model(inputs()).sum().backward()  # nothing cached in inference mode leaks into autograd
+    assert torch.equal(model(inputs()).detach(), y)
