@@ -2,14 +2,15 @@
 
 `symbolic_formula` composes the network layer by layer: node j of layer l + 1 is the sum over the
 active edges i -> j of ``c * f(a * node_i + b) + d``. The raw expression carries every fitted float;
-`clean_constants` makes it readable, in passes that never change its value by more than `tol`
-(relative) per constant:
+`clean_constants` makes it readable. Each pass moves a constant by at most `tol` (relative), drops
+only terms below `tol` of their sum's scale, or rounds to `digits` significant digits:
 
 1. distribute numeric factors over sums (``2*(3*sin(x) + 1) -> 6*sin(x) + 2``);
 2. pull constants out of functions where that is an identity: ``exp(u + k) -> e^k exp(u)``,
    ``(k*u + m)^p -> k^p (u + m/k)^p``, ``log(k*u + m) -> log(k) + log(u + m/k)`` (k > 0),
    and prefer ``cos(u)`` to ``sin(u + π/2)`` when that makes the phase nicer;
-3. drop terms of a sum whose coefficient is below `tol` times the largest one in that sum;
+3. drop terms of a sum whose coefficient is below `tol` times the largest coefficient of a
+   non-constant term of that sum (``sin(3.1416*x + 1e-5) -> sin(3.1416*x)``);
 4. snap numbers within `tol` of an integer, a simple fraction p/q (q <= 4) or a multiple of π
    (pπ/q, q <= 4) to that number;
 5. round the remaining floats to `digits` significant digits.

@@ -98,7 +98,9 @@ def _as_expr(e: sympy.Expr | str, names: list[str], what: str) -> sympy.Expr:
     if isinstance(e, str):
         local = {**_FUNCTIONS, **symbols}
         try:
-            expr = parse_expr(e, local_dict=local, global_dict=dict(_PARSER_GLOBALS), transformations=standard_transformations)
+            expr = parse_expr(
+                e, local_dict=local, global_dict=dict(_PARSER_GLOBALS), transformations=standard_transformations
+            )
         except Exception as err:  # parse_expr raises many types (SyntaxError, NameError, TypeError...)
             raise ValueError(f"cannot parse the {what} formula {e!r}: {err}") from None
     elif isinstance(e, sympy.Basic):
@@ -158,7 +160,8 @@ def _numerically_constant(expr: sympy.Expr, n_points: int = 8, rtol: float = 1e-
     if not symbols:
         return True
     rng = np.random.default_rng(0)
-    pts = rng.uniform(0.5, 2.0, (len(symbols), n_points)) * np.exp(1j * rng.uniform(-0.5, 0.5, (len(symbols), n_points)))
+    shape = (len(symbols), n_points)
+    pts = rng.uniform(0.5, 2.0, shape) * np.exp(1j * rng.uniform(-0.5, 0.5, shape))  # |z| in [0.5, 2]
     try:
         fn = sympy.lambdify(symbols, expr, modules="numpy")
         with np.errstate(all="ignore"):

@@ -215,7 +215,8 @@ def _check_xy(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     x = x[None] if x.ndim == 1 else x
     y = y[None] if y.ndim == 1 else y
     if x.ndim != 2 or x.shape != y.shape:
-        raise ValueError(f"x and y must both be (E, N) with equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+        shapes = f"{tuple(x.shape)} and {tuple(y.shape)}"
+        raise ValueError(f"x and y must both be (E, N) with equal shapes, got {shapes}")
     if x.shape[1] < 2:
         raise ValueError(f"need at least 2 samples per edge, got {x.shape[1]}")
     if not torch.isfinite(x).all():
@@ -335,7 +336,9 @@ def _project_out(v: torch.Tensor, fc: torch.Tensor, sff: torch.Tensor) -> torch.
     return v - (torch.linalg.vecdot(v, fc) / sff)[:, None] * fc
 
 
-def _sse(fn: SymbolicFunction, x: torch.Tensor, yc: torch.Tensor, ab: torch.Tensor, rel_var: float) -> torch.Tensor:
+def _sse(
+    fn: SymbolicFunction, x: torch.Tensor, yc: torch.Tensor, ab: torch.Tensor, rel_var: float
+) -> torch.Tensor:
     """Residual sum of squares of the best (c, d) at (a, b), +inf where not admissible: -> (E,)."""
     syy = torch.linalg.vecdot(yc, yc)
     r2 = _corr2(fn, ab[:, :1] * x + ab[:, 1:], yc, rel_var)
@@ -498,7 +501,9 @@ def _check_x(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _edge_samples(model: torch.nn.Module, x: torch.Tensor, l: int, ii: torch.Tensor, jj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _edge_samples(
+    model: torch.nn.Module, x: torch.Tensor, l: int, ii: torch.Tensor, jj: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and outputs of edges (l, ii[e], jj[e]) on batch x: -> (E, B), (E, B)."""
     h = model.layer_inputs(x)[l]  # (B, I)
     out = model.layers[l].edge_outputs(h)  # (B, I, O)
