@@ -120,3 +120,15 @@ def test_inference_mode_and_autograd_mix():
         y = model(inputs())
     model(inputs()).sum().backward()  # nothing cached in inference mode leaks into autograd
     assert torch.equal(model(inputs()).detach(), y)
+
+
+def test_input_gradients_and_repeated_backward():
+    model = KAN([2, 3, 2], seed=1)
+    x = inputs(5)
+    jac = torch.autograd.functional.jacobian(lambda v: model(v).sum(0), x)  # one backward per output
+    eps = 1e-6
+    for d in range(2):
+        shift = torch.zeros_like(x)
+        shift[:, d] = eps
+        fd = (model(x + shift) - model(x - shift)) / (2 * eps)  # (B, 2)
+        assert torch.allclose(jac[:, :, d], fd.T, atol=1e-6)
