@@ -166,9 +166,8 @@ def create_symbolic_job(
     _check_fixes(body.fixes, width, "fixes", exact=True)
     if body.retrain is not None:
         _check_train(settings, body.retrain, "retrain")
-    parent_job = session.get(Job, parent.job_id, options=[defer(Job.history)])
-    model_spec = dict(parent_job.config["model"]) if parent_job is not None else ModelSpec().model_dump(mode="json")
-    model_spec["width"] = width
+    parent_job = session.get(Job, parent.job_id, options=[defer(Job.history)])  # a model's job outlives it
+    model_spec = {**parent_job.config["model"], "width": width}
     config = {"model": model_spec, "stages": [s.model_dump(mode="json", by_alias=True) for s in body.stages()]}
     job = Job(
         id=new_id("job"), tenant_id=tenant, kind=JobKind.symbolic, dataset_id=parent.dataset_id,

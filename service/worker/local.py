@@ -29,6 +29,8 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from service import jobs
 from service.config import Settings
 from service.db import make_engine, make_session_factory, session_scope
@@ -74,8 +76,13 @@ class LocalWorker:
         heart.start()
         try:
             while not self.stopping.is_set():
-                with factory() as session:
-                    claim = jobs.claim_next(session, self.id, self.queues)
+                try:
+                    with factory() as session:
+                        claim = jobs.claim_next(session, self.id, self.queues)
+                except SQLAlchemyError:  # database busy or away: wait, then look again
+                    log.exception("worker %s: could not look for jobs", self.id)
+                    self.stopping.wait(self.settings.heartbeat_interval_s)
+                    continue
                 if claim is None:
                     self.stopping.wait(self.settings.poll_interval_s)
                     continue
