@@ -122,6 +122,13 @@ def check_pipeline(settings: Settings, body: JobCreate, n_in: int, n_out: int) -
 # API side: create, read, list, cancel
 
 
+def _replay(session: Session, tenant: str, endpoint: str, key: str | None, body: Any) -> tuple[str, Job | None]:
+    """The request's fingerprint, and the job an earlier request with the same Idempotency-Key made."""
+    digest = idempotency.fingerprint(body.model_dump(mode="json", by_alias=True))
+    earlier = idempotency.lookup(session, tenant, endpoint, key, digest) if key else None
+    return digest, get_job(session, tenant, earlier) if earlier else None
+
+
 def _insert(session: Session, tenant: str, job: Job, endpoint: str, key: str | None, digest: str) -> Job:
     session.add(job)
     if key:
@@ -136,17 +143,15 @@ def create_job(
     session: Session, settings: Settings, tenant: str, body: JobCreate, *, idempotency_key: str | None = None
 ) -> Job:
     """Queue a training pipeline on a dataset (or replay the job an earlier request with the same key made)."""
-    digest = idempotency.fingerprint(body.model_dump(mode="json", by_alias=True))
-    if idempotency_key and (earlier := idempotency.lookup(session, tenant, JOBS_ENDPOINT, idempotency_key, digest)):
-        return get_job(session, tenant, earlier)
+    digest, earlier = _replay(session, tenant, JOBS_ENDPOINT, idempotency_key, body)
+    if earlier is not None:
+        return earlier
     dataset = datasets.get_dataset(session, tenant, body.dataset_id, with_arrays=False)
     width = check_pipeline(settings, body, len(dataset.feature_names), len(dataset.target_names))
     config = body.pipeline_dict()
     config["model"]["width"] = width
-    job = Job(
-        id=new_id("job"), tenant_id=tenant, kind=JobKind.train, dataset_id=dataset.id, config=config,
-        queue=queue_for(body.model.device), status=JobStatus.queued, cancel_requested=False, attempts=0, history=[],
-    )
+    job = Job(id=new_id("job"), tenant_id=tenant, kind=JobKind.train, dataset_id=dataset.id, config=config,
+              queue=queue_for(body.model.device))
     return _insert(session, tenant, job, JOBS_ENDPOINT, idempotency_key, digest)
 
 
@@ -156,9 +161,9 @@ def create_symbolic_job(
 ) -> Job:
     """Queue a job deriving a new model from `model_id`: fix edges, auto-fit the rest, retrain."""
     endpoint = f"POST /v1/models/{model_id}/symbolic"
-    digest = idempotency.fingerprint(body.model_dump(mode="json", by_alias=True))
-    if idempotency_key and (earlier := idempotency.lookup(session, tenant, endpoint, idempotency_key, digest)):
-        return get_job(session, tenant, earlier)
+    digest, earlier = _replay(session, tenant, endpoint, idempotency_key, body)
+    if earlier is not None:
+        return earlier
     parent = session.get(Model, model_id, options=[defer(Model.weights)])
     if parent is None or parent.tenant_id != tenant:
         raise NotFound("model", model_id)
@@ -169,11 +174,8 @@ def create_symbolic_job(
     parent_job = session.get(Job, parent.job_id, options=[defer(Job.history)])  # a model's job outlives it
     model_spec = {**parent_job.config["model"], "width": width}
     config = {"model": model_spec, "stages": [s.model_dump(mode="json", by_alias=True) for s in body.stages()]}
-    job = Job(
-        id=new_id("job"), tenant_id=tenant, kind=JobKind.symbolic, dataset_id=parent.dataset_id,
-        parent_model_id=parent.id, config=config, queue=queue_for(model_spec["device"]), status=JobStatus.queued,
-        cancel_requested=False, attempts=0, history=[],
-    )
+    job = Job(id=new_id("job"), tenant_id=tenant, kind=JobKind.symbolic, dataset_id=parent.dataset_id,
+              parent_model_id=parent.id, config=config, queue=queue_for(model_spec["device"]))
     return _insert(session, tenant, job, endpoint, idempotency_key, digest)
 
 
