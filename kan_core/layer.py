@@ -17,6 +17,7 @@ Symbolic edges are few; they are grouped by function and evaluated only where se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -26,6 +27,14 @@ from kan_core.functions import SymbolicFunction
 from kan_core.functions import get as get_function
 
 IDENTITY_AFFINE = (1.0, 0.0, 1.0, 0.0)
+
+
+class _SymbolicEdges(NamedTuple):
+    """A layer's symbolic edges ``ii[e] -> jj[e]``, sorted by function: edges ``lo:hi`` use ``fn``."""
+
+    ii: torch.Tensor  # (n,)
+    jj: torch.Tensor  # (n,)
+    spans: list[tuple[SymbolicFunction, int, int]]  # (fn, lo, hi)
 
 
 class KANLayer(nn.Module):
@@ -119,11 +128,13 @@ class KANLayer(nn.Module):
         self.sym_affine = nn.Parameter(sym_affine)  # (I, O, 4): a, b, c, d
         self.sym_names: list[list[str]] = sym_names if sym_names is not None else [[""] * O for _ in range(I)]
         self._sym_fns: dict[str, SymbolicFunction] = dict(sym_fns or {})
-        self._sym_groups: list[tuple[SymbolicFunction, torch.Tensor, torch.Tensor]] | None = None
         self._tables_key: tuple | None = None
         self._tables: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._mask_key: tuple | None = None
         self._mask = torch.empty(0)
+        self._any_spline = True
+        self._sym_edges: _SymbolicEdges | None = None
+        self._sym_edges_stale = True
 
     @classmethod
     def _from_state(cls, **state) -> KANLayer:
@@ -160,21 +171,32 @@ class KANLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, I) -> y (B, O)``, ``y_j = sum_i mask_ij * phi_ij(x_i)``."""
         self._check_x(x)
-        y = _matmul_features(self._features_t(x), self._spline_weights_t())  # (B, O)
-        return y + self._symbolic(x) if self._has_symbolic() else y
+        return self._forward(x, with_std=False)[0]
 
     def forward_with_edge_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward(x)`` and ``spline_edge_std(x)`` from one basis evaluation (the training path)."""
         self._check_x(x, min_batch=2)
-        ft = self._features_t(x)  # (I, K+1, B)
-        wt = self._spline_weights_t()  # (O, I, K+1)
-        y = _matmul_features(ft, wt)  # (B, O)
-        if self._has_symbolic():
-            y = y + self._symbolic(x)
-        return y, _edge_std(ft, wt)
+        return self._forward(x, with_std=True)
+
+    def _forward(self, x: torch.Tensor, with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output ``(B, O)`` and, if asked, the spline edges' std ``(I, O)``. A layer without spline
+        edges (all symbolic or masked) skips the basis; symbolic edges are added when present."""
+        y = std = None
+        if self._has_spline():
+            ft = self._features_t(x)  # (I, K+1, B)
+            wt = self._spline_weights_t()  # (O, I, K+1)
+            y = _matmul_features(ft, wt)  # (B, O)
+            std = _edge_std(ft, wt) if with_std else None
+        elif with_std:
+            std = x.new_zeros(self.in_dim, self.out_dim)
+        edges = self._symbolic_edges(x.device)
+        if edges is not None:
+            sym = x.new_zeros(x.shape[0], self.out_dim).index_add_(1, edges.jj, self._symbolic_values(x, edges))
+            y = sym if y is None else y + sym
+        return (y if y is not None else x.new_zeros(x.shape[0], self.out_dim)), std
 
     def spline_edge_std(self, x: torch.Tensor) -> torch.Tensor:
-        """Unbiased batch std of every non-symbolic edge's output, ``(I, O)`` (0 on symbolic and
+        """Unbiased batch std of every non-symbolic edge's output, ``(I, O)`` (~0 on symbolic and
         masked edges), computed exactly from the ``(K+1) x (K+1)`` feature covariance of each input:
 
             std_ij = sqrt(W_ij^T Cov(F_i) W_ij),   Cov(F_i) = Fc_i Fc_i^T / (B - 1)  (K+1, K+1)
@@ -182,6 +204,8 @@ class KANLayer(nn.Module):
         with ``Fc`` the batch-centred features; never materialises the ``(B, I, O)`` edge outputs.
         """
         self._check_x(x, min_batch=2)
+        if not self._has_spline():
+            return x.new_zeros(self.in_dim, self.out_dim)
         return _edge_std(self._features_t(x), self._spline_weights_t())
 
     def edge_outputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,8 +213,9 @@ class KANLayer(nn.Module):
         self._check_x(x)
         wt = self._spline_weights_t()  # (O, I, K+1)
         out = torch.einsum("ikb,oik->bio", self._features_t(x), wt)  # (B, I, O)
-        for fn, ii, jj in self._symbolic_groups(x.device):
-            out[:, ii, jj] = self._symbolic_values(x, fn, ii, jj)  # spline branch is 0 there
+        edges = self._symbolic_edges(x.device)
+        if edges is not None:
+            out[:, edges.ii, edges.jj] = self._symbolic_values(x, edges)  # spline branch is 0 there
         return out
 
     def _features_t(self, x: torch.Tensor) -> torch.Tensor:
@@ -208,8 +233,14 @@ class KANLayer(nn.Module):
         key = (_cache_key(self.mask), _cache_key(self.sym_mask))
         if None in key or key != self._mask_key:
             self._mask = (self.mask * (1 - self.sym_mask)).T.unsqueeze(-1)
+            self._any_spline = bool(self._mask.any())
             self._mask_key = key
         return self._mask
+
+    def _has_spline(self) -> bool:
+        """Whether any edge is an active spline edge."""
+        self._spline_mask_t()
+        return self._any_spline
 
     def _knot_tables(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cox-de Boor knot tables, recomputed only when the grid tensor changes."""
@@ -253,7 +284,7 @@ class KANLayer(nn.Module):
             self.sym_mask[i, j] = 1.0
         self.sym_names[i][j] = fn.name
         self._sym_fns[fn.name] = fn
-        self._sym_groups = None
+        self._sym_edges_stale = True
 
     def clear_symbolic(self, i: int, j: int) -> None:
         """Turn edge ``i -> j`` back into a spline edge (its coefficients were kept meanwhile)."""
@@ -262,7 +293,7 @@ class KANLayer(nn.Module):
             self.sym_affine[i, j] = torch.tensor(IDENTITY_AFFINE, dtype=self.sym_affine.dtype)
             self.sym_mask[i, j] = 0.0
         self.sym_names[i][j] = ""
-        self._sym_groups = None
+        self._sym_edges_stale = True
 
     def symbolic_function(self, i: int, j: int) -> SymbolicFunction | None:
         """The function object of edge ``i -> j``, None for a spline edge."""
@@ -270,36 +301,36 @@ class KANLayer(nn.Module):
         name = self.sym_names[i][j]
         return self._sym_fns[name] if name else None
 
-    def _has_symbolic(self) -> bool:
-        return bool(self._symbolic_groups(self.sym_affine.device))
-
-    def _symbolic_groups(self, device: torch.device) -> list[tuple[SymbolicFunction, torch.Tensor, torch.Tensor]]:
-        """``[(f, in_ids (n,), out_ids (n,))]``, one entry per function in use; cached."""
-        if self._sym_groups is None or (self._sym_groups and self._sym_groups[0][1].device != device):
-            edges: dict[str, tuple[list[int], list[int]]] = {}
+    def _symbolic_edges(self, device: torch.device) -> _SymbolicEdges | None:
+        """The symbolic edges grouped by function, None if there are none; cached."""
+        if self._sym_edges_stale or (self._sym_edges is not None and self._sym_edges.ii.device != device):
+            by_fn: dict[str, list[tuple[int, int]]] = {}
             for i, row in enumerate(self.sym_names):
                 for j, name in enumerate(row):
                     if name:
-                        edges.setdefault(name, ([], []))
-                        edges[name][0].append(i)
-                        edges[name][1].append(j)
-            self._sym_groups = [
-                (self._sym_fns[name], torch.tensor(ii, device=device), torch.tensor(jj, device=device))
-                for name, (ii, jj) in edges.items()
-            ]
-        return self._sym_groups
+                        by_fn.setdefault(name, []).append((i, j))
+            pairs = [ij for edges in by_fn.values() for ij in edges]
+            spans, start = [], 0
+            for name, edges in by_fn.items():
+                spans.append((self._sym_fns[name], start, start + len(edges)))
+                start += len(edges)
+            self._sym_edges = _SymbolicEdges(
+                torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device),
+                torch.tensor([j for _, j in pairs], dtype=torch.long, device=device),
+                spans,
+            ) if pairs else None
+            self._sym_edges_stale = False
+        return self._sym_edges
 
-    def _symbolic_values(self, x: torch.Tensor, fn: SymbolicFunction, ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
-        """``mask_ij * (c f(a x_i + b) + d)`` for the edges ``(ii, jj)`` of one function: ``(B, n)``."""
-        a, b, c, d = self.sym_affine[ii, jj].unbind(-1)  # each (n,)
-        return (c * fn.torch(a * x[:, ii] + b) + d) * self.mask[ii, jj]
-
-    def _symbolic(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum of the symbolic edges' outputs per output node: ``(B, O)``."""
-        y = x.new_zeros(x.shape[0], self.out_dim)
-        for fn, ii, jj in self._symbolic_groups(x.device):
-            y = y.index_add(1, jj, self._symbolic_values(x, fn, ii, jj))
-        return y
+    def _symbolic_values(self, x: torch.Tensor, edges: _SymbolicEdges) -> torch.Tensor:
+        """``mask_ij * (c f(a x_i + b) + d)`` of every symbolic edge: ``(B, n)``."""
+        a, b, c, d = self.sym_affine[edges.ii, edges.jj].unbind(-1)  # each (n,)
+        z = x[:, edges.ii] * a + b  # (B, n)
+        if len(edges.spans) == 1:
+            f = edges.spans[0][0].torch(z)
+        else:
+            f = torch.cat([fn.torch(z[:, lo:hi]) for fn, lo, hi in edges.spans], dim=1)
+        return (f * c + d) * self.mask[edges.ii, edges.jj]
 
     def _check_edge(self, i: int, j: int) -> None:
         if not (0 <= i < self.in_dim and 0 <= j < self.out_dim):
@@ -446,24 +477,27 @@ class _Covariance(torch.autograd.Function):
         mean = ft.mean(-1, keepdim=True)  # (I, K+1, 1)
         fc = ft - mean
         ctx.save_for_backward(ft, mean)
-        return fc @ fc.transpose(1, 2) / (ft.shape[-1] - 1)
+        return torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (ft.shape[-1] - 1))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # grad (I, K+1, K+1)
         ft, mean = ctx.saved_tensors
-        g = (grad + grad.transpose(1, 2)) / (ft.shape[-1] - 1)
-        return (g @ ft).sub_(g @ mean)  # (I, K+1, B)
+        g = (grad + grad.transpose(1, 2)).div_(ft.shape[-1] - 1)
+        return torch.baddbmm(g @ mean, g, ft, beta=-1)  # g @ ft - g @ mean: (I, K+1, B)
 
 
 def _edge_std(ft: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
-    """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``wt (O, I, K+1)`` -> ``(I, O)``."""
+    """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``wt (O, I, K+1)`` -> ``(I, O)``.
+
+    The variance is floored at the smallest normal number before the square root, so an edge of
+    constant output (masked, symbolic, or a constant input) gets std ~1e-154 (float64) or ~1e-19
+    (float32) and a zero, not infinite, gradient.
+    """
     cov = _Covariance.apply(ft)  # (I, K+1, K+1)
     w = wt.transpose(0, 1)  # (I, O, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)
-    # sqrt with a zero (not infinite) gradient where the variance is 0 (masked or constant edges)
-    pos = var > 0
-    return torch.where(pos, torch.where(pos, var, 1.0).sqrt(), 0.0)
+    return var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
 
 
 def _cache_key(t: torch.Tensor) -> tuple[int, int] | None:

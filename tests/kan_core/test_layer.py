@@ -121,6 +121,19 @@ def test_spline_edge_std_is_exact():
     assert torch.allclose(y, layer(x)) and torch.allclose(std2, std)
 
 
+def test_layer_without_spline_edges():
+    layer = randomise(make_layer(2, 2))
+    for i in range(2):
+        layer.set_symbolic(i, 0, "sin", (1.0, 0.5, 2.0, 0.1))
+        layer.mask[i, 1] = 0.0
+    x = inputs(50, 2)
+    y, std = layer.forward_with_edge_std(x)
+    assert torch.allclose(y, layer.edge_outputs(x).sum(1))
+    assert y[:, 1].abs().max() == 0 and std.abs().max() == 0
+    y.sum().backward()
+    assert layer.sym_affine.grad[:, 0].abs().min() > 0
+
+
 def test_spline_edge_std_gradient_finite_on_masked_and_constant():
     layer = randomise(make_layer(2, 2))
     layer.mask[0, 1] = 0.0
