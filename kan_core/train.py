@@ -187,7 +187,8 @@ def fit(
         last: dict[str, torch.Tensor] = {}
 
         def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
+                p.grad = None
             if lamb > 0:
                 pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff)
             else:
