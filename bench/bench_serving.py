@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
