@@ -1,0 +1,89 @@
+"""A worker process's heartbeat thread, the same for local and Celery workers.
+
+`Heartbeat.start()` registers the worker in the workers table, then every heartbeat_interval_s the
+thread
+- stamps the worker's row and its current job (so nobody takes the job for lost);
+- runs the reaper (service.jobs.reap): jobs whose worker went silent are re-queued, failed or
+  cancelled; every worker does this, each change is a compare-and-set;
+- sends again the queued jobs whose ids did not reach a worker (service.dispatch.redispatch): the
+  jobs the reaper just re-queued, and those the API could not send; a no-op for the local executor;
+- registers the worker again if a reaper took it for dead during a long pause.
+A busy or unreachable database is logged and retried at the next beat, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import dispatch, jobs
+from service.config import Settings
+from service.db import session_scope
+from service.executors.base import Executor
+
+log = logging.getLogger(__name__)
+
+
+def new_worker_id() -> str:
+    """A worker id unique across machines and restarts: host, process id, random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Heartbeat:
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], worker_id: str, *, kind: str,
+                 current: Callable[[], jobs.Claim | None], executor: Executor,
+                 on_beat: Callable[[], None] | None = None):
+        self.settings = settings
+        self.session_factory = session_factory
+        self.worker_id = worker_id
+        self.kind = kind
+        self.current = current
+        self.executor = executor
+        self.on_beat = on_beat
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._register()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop beating and remove the worker's row."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.settings.heartbeat_interval_s + 5)
+        try:
+            with session_scope(self.session_factory) as session:
+                jobs.unregister_worker(session, self.worker_id)
+        except Exception:  # the reaper forgets a silent worker anyway
+            log.exception("worker %s: could not unregister", self.worker_id)
+
+    def _register(self) -> None:
+        with self.session_factory() as session:
+            jobs.register_worker(session, self.worker_id, kind=self.kind, hostname=socket.gethostname(),
+                                 pid=os.getpid())
+
+    def beat(self) -> None:
+        """One beat (what the thread does every heartbeat_interval_s)."""
+        with self.session_factory() as session:
+            if not jobs.heartbeat(session, self.worker_id, self.current()):
+                log.warning("worker %s was presumed dead; registering again", self.worker_id)
+                self._register()
+            jobs.reap(session, self.settings)
+            dispatch.redispatch(session, self.settings, self.executor)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.settings.heartbeat_interval_s):
+            try:
+                self.beat()
+            except Exception:  # a busy or unreachable database (or broker) must not kill the heartbeat
+                log.exception("worker %s: heartbeat failed", self.worker_id)
+            if self.on_beat is not None:
+                self.on_beat()
