@@ -383,14 +383,21 @@ def run_pipeline(
     start = time.perf_counter()
     for index, stage in enumerate(config.stages):
         model = run.stage(index, stage, model)
-    formulas, metrics = _formulas(model, data, names, library)
+    formulas, metrics = _formulas(model, data, names)
     return PipelineResult(model, run.results, run.history, formulas, metrics, names, time.perf_counter() - start)
 
 
 class _Run:
     """State of one pipeline run: runs stages, reports progress, collects results and history."""
 
-    def __init__(self, config: PipelineConfig, data: Dataset, on_progress, should_stop, library) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        data: Dataset,
+        on_progress: Callable[[ProgressEvent], None] | None,
+        should_stop: Callable[[], bool] | None,
+        library: FunctionLibrary | None,
+    ) -> None:
         self.config, self.data, self.library = config, data, library
         self.on_progress, self.should_stop = on_progress, should_stop
         self.results: list[StageResult] = []
@@ -509,7 +516,7 @@ def _rmse(model: KAN, data: Dataset) -> tuple[float, float]:
     return float(train), float(test)
 
 
-def _formulas(model: KAN, data: Dataset, names: list[str], library) -> tuple[list | None, list | None]:
+def _formulas(model: KAN, data: Dataset, names: list[str]) -> tuple[list[sympy.Expr] | None, list[dict] | None]:
     """Formulas (and their test-split metrics) when every active edge is symbolic, else None."""
     if any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in model.layers):
         return None, None

@@ -4,6 +4,7 @@
     kan-service worker [-n N]                               N local worker processes, no API
     kan-service migrate                                     bring the database schema to head
     kan-service settings                                    the configuration reference (Markdown)
+    kan-service keys create --scope S [--tenant T] [--name N] | list [--tenant T] | revoke ID   API keys
 
 Configuration comes from the environment (KAN_*, see README); the options override it. Logging is
 configured here and only here.
@@ -114,6 +115,39 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """API keys: `create` writes the new key to stdout (only then is it ever shown), `list` a table,
+    `revoke` stops a key at once."""
+    from service import auth
+    from service.db import make_engine, make_session_factory
+    from service.errors import ServiceError
+    from service.models import Scope
+
+    _migrate(settings)
+    engine = make_engine(settings)
+    try:
+        with make_session_factory(engine)() as session:
+            if args.keys_command == "create":
+                row, token = auth.create_key(session, scope=Scope(args.scope), tenant=args.tenant, name=args.name)
+                log.info("created API key %s (tenant %s, scope %s); store it now, it is not shown again",
+                         row.id, row.tenant_id, row.scope.value)
+                sys.stdout.write(token + "\n")
+            elif args.keys_command == "list":
+                rows = ["id\ttenant\tscope\tname\tcreated_at\trevoked_at"]
+                rows += [f"{k.id}\t{k.tenant_id}\t{k.scope.value}\t{k.name or '-'}\t{k.created_at:%Y-%m-%dT%H:%M:%SZ}\t"
+                         f"{f'{k.revoked_at:%Y-%m-%dT%H:%M:%SZ}' if k.revoked_at else '-'}" for k in auth.list_keys(session, args.tenant)]
+                sys.stdout.write("\n".join(rows) + "\n")
+            else:
+                row = auth.revoke_key(session, args.key_id)
+                sys.stdout.write(f"{row.id} revoked at {row.revoked_at:%Y-%m-%dT%H:%M:%SZ}\n")
+    except ServiceError as exc:
+        log.error("%s", exc.detail)
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
 def cmd_settings(_settings: Settings, _args: argparse.Namespace) -> int:
     sys.stdout.write(settings_reference() + "\n")
     return 0
@@ -179,6 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     reference = commands.add_parser("settings", help="print every setting (KAN_* variable, default) as Markdown")
     reference.set_defaults(handler=cmd_settings)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys (KAN_AUTH_ENABLED)")
+    keys.set_defaults(handler=cmd_keys)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="create a key and print it (once)")
+    create.add_argument("--scope", required=True, choices=["read", "write", "admin"],
+                        help="read: GET routes; write: also create and delete; admin: everything")
+    create.add_argument("--tenant", default="default", help="the tenant whose data the key reaches (default: default)")
+    create.add_argument("--name", help="a label for `keys list`")
+    listing = key_commands.add_parser("list", help="every key, revoked ones included (never the secrets)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    revoke = key_commands.add_parser("revoke", help="revoke a key (effective on the next request)")
+    revoke.add_argument("key_id", metavar="ID", help="the key's id (key_...)")
     return parser
 
 

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service import dispatch, jobs
-from service.api.deps import ExecutorDep, SessionDep, SettingsDep, TenantDep
+from service import jobs
+from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Job, JobStatus
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
@@ -40,14 +40,14 @@ def _accepted(response: Response, session: Session, job: Job) -> JobPublic:
 
 @jobs_router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic, summary="Queue a training pipeline",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 429), dependencies=[JobsRateLimit],
 )
 def create_job(
     body: JobCreate, response: Response, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
     executor: ExecutorDep, idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobPublic:
     job = jobs.create_job(session, settings, tenant, body, idempotency_key=idempotency_key)
-    dispatch.submit(session, executor, job)
+    executor.submit(job.id, job.queue)
     return _accepted(response, session, job)
 
 
@@ -111,14 +111,14 @@ async def job_events(job_id: str, session_factory: SessionFactoryDep, tenant: Te
 @models_router.post(
     "/{model_id}/symbolic", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
     summary="Derive a model: fix edges to symbolic functions, then retrain",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 429), dependencies=[JobsRateLimit],
 )
 def create_symbolic_job(
     model_id: str, body: SymbolicJobCreate, response: Response, session: SessionDep, settings: SettingsDep,
     tenant: TenantDep, executor: ExecutorDep, idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobPublic:
     job = jobs.create_symbolic_job(session, settings, tenant, model_id, body, idempotency_key=idempotency_key)
-    dispatch.submit(session, executor, job)
+    executor.submit(job.id, job.queue)
     return _accepted(response, session, job)
 
 
