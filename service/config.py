@@ -20,8 +20,13 @@ class Settings(BaseSettings):
     )
 
     # workers
-    executor: Literal["local", "celery"] = Field("local", description="How jobs reach workers.")
-    workers: int = Field(1, ge=0, le=64, description="Local worker processes started by `kan-service serve`.")
+    executor: Literal["local", "celery"] = Field(
+        "local", description="How jobs reach workers: `local` (workers poll the database) or `celery` (over the broker).",
+    )
+    workers: int = Field(
+        1, ge=0, le=64,
+        description="Worker processes of `kan-service serve` and `worker` (executor=celery: the pool size).",
+    )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker process.")
     poll_interval_s: float = Field(0.2, gt=0, le=10, description="How often an idle local worker looks for jobs.")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=60, description="How often a worker stamps its heartbeat.")
@@ -29,6 +34,13 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts before a job whose workers keep dying fails.")
     job_timeout_s: float = Field(3600.0, gt=0, description="A job running longer fails with a clear reason.")
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (executor=celery).")
+    queue_prefix: str = Field(
+        "", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Prefix of the broker queue names (`<prefix>cpu`, `<prefix>gpu`); lets deployments share a broker.",
+    )
+    redispatch_after_s: float = Field(
+        300.0, gt=0, description="A job still queued this long after its id was sent to the broker is sent again.",
+    )
     gpu_worker: bool = Field(False, description="This worker has a GPU and also consumes the GPU queue.")
 
     # limits

@@ -287,30 +287,37 @@ class Claim:
         )
 
 
+def claim_job(session: Session, worker_id: str, job_id: str) -> Claim | None:
+    """Claim the job `job_id` for `worker_id` with a compare-and-set that only succeeds while the job
+    is queued; None when it is not (already claimed, cancelled, finished, or gone). A broker may
+    deliver a job id twice: the second delivery finds the job taken and does nothing."""
+    now = utcnow()
+    attempt = session.scalar(
+        update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
+            status=JobStatus.running, worker_id=worker_id, attempts=Job.attempts + 1, started_at=now,
+            heartbeat_at=now, progress=None, history=[], error=None,
+        ).returning(Job.attempts)
+    )
+    if attempt is None:
+        session.rollback()
+        return None
+    session.commit()
+    log.info("worker %s claimed job %s (attempt %d)", worker_id, job_id, attempt)
+    return Claim(job_id, worker_id, attempt)
+
+
 def claim_next(session: Session, worker_id: str, queues: Sequence[str], *, batch: int = 8) -> Claim | None:
     """Claim the oldest queued job of `queues` for `worker_id` (None when there is none).
 
-    Candidates are read first, then each is claimed with a compare-and-set that only succeeds while
-    the job is still queued; a worker that loses the race for one tries the next."""
+    Candidates are read first, then each is claimed with `claim_job`; a worker that loses the race
+    for one tries the next."""
     candidates = session.scalars(
         select(Job.id).where(Job.status == JobStatus.queued, Job.queue.in_(queues)).order_by(Job.id).limit(batch)
     ).all()
     session.rollback()  # end the read; each claim below is its own short transaction
     for job_id in candidates:
-        now = utcnow()
-        won = session.execute(
-            update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
-                status=JobStatus.running, worker_id=worker_id, attempts=Job.attempts + 1, started_at=now,
-                heartbeat_at=now, progress=None, history=[], error=None,
-            )
-        ).rowcount == 1
-        if not won:
-            session.rollback()
-            continue
-        attempt = session.scalar(select(Job.attempts).where(Job.id == job_id))
-        session.commit()
-        log.info("worker %s claimed job %s (attempt %d)", worker_id, job_id, attempt)
-        return Claim(job_id, worker_id, attempt)
+        if claim := claim_job(session, worker_id, job_id):
+            return claim
     return None
 
 
@@ -374,10 +381,11 @@ def finish_cancelled(session: Session, claim: Claim) -> bool:
 
 
 def release(session: Session, claim: Claim) -> bool:
-    """Put a job back in the queue because its worker is shutting down; the attempt does not count."""
+    """Put a job back in the queue because its worker is shutting down; the attempt does not count.
+    Its id must be sent again (dispatched_at is cleared: service.dispatch.redispatch does it)."""
     log.info("job %s released by %s (shutting down); re-queued", claim.job_id, claim.worker_id)
     return _transition(session, claim, status=JobStatus.queued, worker_id=None, attempts=Job.attempts - 1,
-                       started_at=None, heartbeat_at=None, progress=None)
+                       started_at=None, heartbeat_at=None, progress=None, dispatched_at=None)
 
 
 # ---- workers and heartbeats
@@ -417,7 +425,8 @@ class Reaped:
 
 def reap(session: Session, settings: Settings, *, now: datetime | None = None) -> Reaped:
     """Deal with running jobs whose worker went silent for heartbeat_timeout_s: re-queue them (up to
-    max_attempts), fail them when their attempts are used up, or cancel them if that was asked for.
+    max_attempts; dispatched_at is cleared so that service.dispatch.redispatch sends their ids again),
+    fail them when their attempts are used up, or cancel them if that was asked for.
     Also fails jobs running past job_timeout_s whose worker could not stop them, and forgets workers
     that stopped beating. Safe to run from every worker at once: each change is a compare-and-set."""
     now = now or utcnow()
@@ -437,8 +446,8 @@ def reap(session: Session, settings: Settings, *, now: datetime | None = None) -
                 "detail": f"{lost}; gave up after {attempts} attempt(s) (max_attempts={settings.max_attempts})",
             }}, out.failed
         else:
-            values, bucket = {"status": JobStatus.queued, "worker_id": None, "started_at": None,
-                              "heartbeat_at": None, "progress": None}, out.requeued
+            values, bucket = {"status": JobStatus.queued, "worker_id": None, "started_at": None, "heartbeat_at": None,
+                              "progress": None, "dispatched_at": None}, out.requeued
         changed = session.execute(
             update(Job).where(Claim(job_id, worker_id, attempts).owns(), Job.heartbeat_at < silent_since).values(**values)
         ).rowcount

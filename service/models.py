@@ -79,6 +79,8 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # when the job id was last handed to a broker (executor=celery); None: never, or re-queued since
+    dispatched_at: Mapped[datetime | None]
 
 
 class Model(Base):

@@ -9,6 +9,7 @@ from service.executors.base import Executor
 
 class LocalExecutor(Executor):
     name = "local"
+    pushes = False
 
     def __init__(self, settings: Settings):
         self.settings = settings

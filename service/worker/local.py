@@ -7,9 +7,9 @@ supervisor for callers that want to run something else meanwhile (tests, `kan-se
 
 Each worker process (`LocalWorker`):
 - sets torch's intra-op threads to settings.torch_threads (n workers x threads <= cores);
-- registers itself in the workers table and runs a heartbeat thread that stamps its Worker row and
-  its current job every heartbeat_interval_s, and runs the reaper (service.jobs.reap), so jobs of
-  workers that died are re-queued by the survivors;
+- registers itself in the workers table and runs a heartbeat thread (service.worker.heartbeat) that
+  stamps its Worker row and its current job every heartbeat_interval_s, and runs the reaper
+  (service.jobs.reap), so jobs of workers that died are re-queued by the survivors;
 - claims the oldest queued job of its queues ("cpu", plus "gpu" when settings.gpu_worker) with an
   atomic compare-and-set and runs it (service.worker.runner);
 - on SIGTERM / SIGINT stops its job at the next training step, puts it back in the queue without
@@ -21,9 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import secrets
 import signal
-import socket
 import threading
 import time
 from multiprocessing.process import BaseProcess
@@ -33,7 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from service import jobs
 from service.config import Settings
-from service.db import make_engine, make_session_factory, session_scope
+from service.db import make_engine, make_session_factory
+from service.executors import make_executor
+from service.worker.heartbeat import Heartbeat, new_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class LocalWorker:
     def __init__(self, settings: Settings, *, kind: str = "local", watch_parent: bool = False):
         self.settings = settings
         self.kind = kind
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.id = new_worker_id()
         self.queues = worker_queues(settings)
         self.stopping = threading.Event()
         self.current: jobs.Claim | None = None
@@ -68,12 +68,11 @@ class LocalWorker:
         torch.set_num_threads(self.settings.torch_threads)
         engine = make_engine(self.settings)
         factory = make_session_factory(engine)
-        self._register(factory)
+        heart = Heartbeat(self.settings, factory, self.id, kind=self.kind, current=lambda: self.current,
+                          executor=make_executor(self.settings), on_beat=self._check_parent)
+        heart.start()
         log.info("worker %s started (queues %s, %d torch threads)", self.id, ",".join(self.queues),
                  self.settings.torch_threads)
-        beating = threading.Event()
-        heart = threading.Thread(target=self._heartbeat, args=(factory, beating), name="heartbeat", daemon=True)
-        heart.start()
         try:
             while not self.stopping.is_set():
                 try:
@@ -92,30 +91,14 @@ class LocalWorker:
                 finally:
                     self.current = None
         finally:
-            beating.set()
-            heart.join(timeout=self.settings.heartbeat_interval_s + 5)
-            with session_scope(factory) as session:
-                jobs.unregister_worker(session, self.id)
+            heart.stop()
             engine.dispose()
             log.info("worker %s stopped", self.id)
 
-    def _register(self, factory) -> None:
-        with factory() as session:
-            jobs.register_worker(session, self.id, kind=self.kind, hostname=socket.gethostname(), pid=os.getpid())
-
-    def _heartbeat(self, factory, done: threading.Event) -> None:
-        while not done.wait(self.settings.heartbeat_interval_s):
-            try:
-                with factory() as session:
-                    if not jobs.heartbeat(session, self.id, self.current):
-                        log.warning("worker %s was presumed dead; registering again", self.id)
-                        self._register(factory)
-                    jobs.reap(session, self.settings)
-            except Exception:  # a busy or unreachable database must not kill the heartbeat
-                log.exception("worker %s: heartbeat failed", self.id)
-            if self._parent_pid is not None and os.getppid() != self._parent_pid:
-                log.warning("worker %s: supervisor %d is gone; stopping", self.id, self._parent_pid)
-                self.stop()
+    def _check_parent(self) -> None:
+        if self._parent_pid is not None and os.getppid() != self._parent_pid:
+            log.warning("worker %s: supervisor %d is gone; stopping", self.id, self._parent_pid)
+            self.stop()
 
 
 def run_worker(settings: Settings, *, watch_parent: bool = False) -> None:

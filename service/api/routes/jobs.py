@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from service import jobs
+from service import dispatch, jobs
 from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Job, JobStatus
@@ -47,7 +47,7 @@ def create_job(
     executor: ExecutorDep, idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobPublic:
     job = jobs.create_job(session, settings, tenant, body, idempotency_key=idempotency_key)
-    executor.submit(job.id, job.queue)
+    dispatch.submit(session, executor, job)
     return _accepted(response, session, job)
 
 
@@ -118,7 +118,7 @@ def create_symbolic_job(
     tenant: TenantDep, executor: ExecutorDep, idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobPublic:
     job = jobs.create_symbolic_job(session, settings, tenant, model_id, body, idempotency_key=idempotency_key)
-    executor.submit(job.id, job.queue)
+    dispatch.submit(session, executor, job)
     return _accepted(response, session, job)
 
 
