@@ -183,10 +183,10 @@ class KANLayer(nn.Module):
         edges (all symbolic or masked) skips the basis; symbolic edges are added when present."""
         y = std = None
         if self._has_spline():
-            ft = self._features_t(x)  # (I, K+1, B)
             wt = self._spline_weights_t()  # (O, I, K+1)
-            y = _matmul_features(ft, wt)  # (B, O)
-            std = _edge_std(ft, wt) if with_std else None
+            yt, cov = _SplineEdges.apply(x.T.contiguous(), wt, self.grid, self.k, self._knot_tables(), with_std)
+            y = yt.T  # (B, O), the transpose of a contiguous (O, B): the next layer's x.T
+            std = _std_from_cov(cov, wt) if with_std else None
         elif with_std:
             std = x.new_zeros(self.in_dim, self.out_dim)
         edges = self._symbolic_edges(x.device)
@@ -204,9 +204,7 @@ class KANLayer(nn.Module):
         with ``Fc`` the batch-centred features; never materialises the ``(B, I, O)`` edge outputs.
         """
         self._check_x(x, min_batch=2)
-        if not self._has_spline():
-            return x.new_zeros(self.in_dim, self.out_dim)
-        return _edge_std(self._features_t(x), self._spline_weights_t())
+        return self._forward(x, with_std=True)[1]
 
     def edge_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every edge's output ``mask_ij * phi_ij(x_i)``: ``(B, I, O)``. For inspection, not training."""
@@ -219,8 +217,11 @@ class KANLayer(nn.Module):
         return out
 
     def _features_t(self, x: torch.Tensor) -> torch.Tensor:
-        """Features ``[silu(x_i), B_1(x_i), .., B_K(x_i)]``, feature-major: ``(B, I) -> (I, K+1, B)``."""
-        return _Features.apply(x.T.contiguous(), self.grid, self.k, self._knot_tables())
+        """Features ``[silu(x_i), B_1(x_i), .., B_K(x_i)]``, feature-major: ``(B, I) -> (I, K+1, B)``
+        (plain autograd; the training path computes them inside `_SplineEdges`)."""
+        xt = x.T.contiguous()  # (I, B)
+        bas = spline.basis_t(xt, self.grid, self.k, self._knot_tables())  # (I, K, B)
+        return torch.cat([torch.nn.functional.silu(xt).unsqueeze(1), bas], dim=1)
 
     def _spline_weights_t(self) -> torch.Tensor:
         """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, output-major: ``(O, I, K+1)``."""
@@ -432,69 +433,84 @@ class KANLayer(nn.Module):
         return KANLayer._from_state(**state, sym_names=names, sym_fns=self._used_functions(names))
 
 
-class _Features(torch.autograd.Function):
-    """``xt (I, B)`` -> ``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` as ``(I, K+1, B)``, written in
-    place (no concatenation). It saves ``dF/dx`` (same shape; ``silu' = s + silu * (1 - s)``,
-    ``s = sigmoid``), so the backward is one product and one sum."""
+def _fill_features(
+    xt: torch.Tensor, grid: torch.Tensor, k: int, tables: list[tuple[torch.Tensor, torch.Tensor]], deriv: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` and, if ``deriv``, ``dF/dx`` (``silu' = s + silu (1 - s)``,
+    ``s = sigmoid``), both ``(I, K+1, B)`` from ``xt (I, B)``, written in place. No autograd."""
+    I, B = xt.shape
+    feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
+    dfdx = torch.empty_like(feats) if deriv else None
+    sig = torch.sigmoid(xt)
+    silu = torch.mul(sig, xt, out=feats[:, 0])
+    if dfdx is not None:
+        torch.addcmul(silu, sig, 1 - silu, out=dfdx[:, 0])
+    spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], None if dfdx is None else dfdx[:, 1:])
+    return feats, dfdx
+
+
+class _SplineEdges(torch.autograd.Function):
+    """All spline edges of a layer as one autograd node (the training hot path):
+
+        forward:   F = features(x)  (I, K+1, B),   y^T = Wt F  (O, B),
+                   Cov_i = Fc_i Fc_i^T / (B - 1)  (I, K+1, K+1), Fc = F - mean_b F   (if with_cov)
+        backward:  dWt = dy^T F^T,   dF = Wt^T dy^T + (dCov + dCov^T) Fc / (B - 1),
+                   dx = sum_k dF/dx_k * dF_k
+
+    Saved: F (centred in place after the product when the covariance is asked for, with its mean:
+    centring first keeps the covariance accurate in float32, and ``dWt`` adds the mean back),
+    dF/dx and Wt. As one node, the backward builds ``dF`` in one buffer it owns (the covariance
+    term added in place, the product with dF/dx taken in place) instead of autograd's separate,
+    summed gradient buffers: on CPUs, fresh large tensors (page faults) cost as much as the
+    arithmetic. Inputs: ``xt (I, B)``, ``wt (O, I, K+1)``.
+    """
 
     @staticmethod
-    def forward(ctx, xt, grid, k, tables):
-        I, B = xt.shape
-        feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
-        deriv = torch.empty_like(feats) if ctx.needs_input_grad[0] else None
-        sig = torch.sigmoid(xt)
-        silu = torch.mul(sig, xt, out=feats[:, 0])
-        if deriv is not None:
-            torch.addcmul(silu, sig, 1 - silu, out=deriv[:, 0])
-        spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], None if deriv is None else deriv[:, 1:])
-        ctx.save_for_backward(deriv)
-        return feats
+    def forward(ctx, xt, wt, grid, k, tables, with_cov):
+        ctx.set_materialize_grads(False)
+        feats, dfdx = _fill_features(xt, grid, k, tables, deriv=ctx.needs_input_grad[0])
+        I, K1, B = feats.shape
+        yt = wt.reshape(wt.shape[0], -1) @ feats.view(I * K1, B)  # (O, B)
+        mean = None
+        if with_cov:
+            mean = feats.mean(-1, keepdim=True)  # (I, K+1, 1)
+            fc = feats.sub_(mean)  # centred in place: the backward works with Fc and the mean
+            cov = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
+        else:
+            cov = feats.new_empty(0)
+            ctx.mark_non_differentiable(cov)
+        ctx.save_for_backward(feats, dfdx, wt, mean)
+        return yt, cov
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # grad (I, K+1, B)
-        (deriv,) = ctx.saved_tensors
-        return (deriv * grad).sum(1), None, None, None  # (I, B)
+    def backward(ctx, grad_yt, grad_cov):  # (O, B), (I, K+1, K+1); None when unused
+        feats, dfdx, wt, mean = ctx.saved_tensors  # feats is centred (Fc) when mean is not None
+        I, K1, B = feats.shape
+        grad_xt = grad_wt = None
+        if ctx.needs_input_grad[1] and grad_yt is not None:
+            grad_wt = grad_yt @ feats.view(I * K1, B).T  # (O, I*(K+1))
+            if mean is not None:  # F = Fc + mean
+                grad_wt += grad_yt.sum(1, keepdim=True) * mean.view(1, -1)
+            grad_wt = grad_wt.view(wt.shape)
+        if ctx.needs_input_grad[0]:
+            if grad_yt is not None:
+                gf = (wt.reshape(wt.shape[0], -1).T @ grad_yt).view(I, K1, B)
+            else:
+                gf = torch.zeros_like(feats)
+            if grad_cov is not None:
+                gf.baddbmm_((grad_cov + grad_cov.transpose(1, 2)).div_(B - 1), feats)
+            grad_xt = gf.mul_(dfdx).sum(1)  # (I, B)
+        return grad_xt, grad_wt, None, None, None, None
 
 
-def _matmul_features(ft: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
-    """``sum_i F_i W_i``: ``ft (I, K+1, B)``, ``wt (O, I, K+1)`` -> ``(B, O)``, one GEMM.
+def _std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """Std of the edge outputs ``F_i . w_ij`` from ``cov (I, K+1, K+1)``, ``wt (O, I, K+1)``: ``(I, O)``.
 
-    Computed as ``(W^T F)^T`` so that the gradient w.r.t. ``ft`` comes out in ``ft``'s own layout,
-    and the result is the transpose of a contiguous ``(O, B)``: the next layer's ``x.T``.
+    ``var_ij = w_ij^T Cov_i w_ij``, floored at the smallest normal number before the square root:
+    an edge of constant output (masked, symbolic, or a constant input) gets std ~1e-154 (float64)
+    or ~1e-19 (float32) and a zero, not infinite, gradient.
     """
-    return (wt.reshape(wt.shape[0], -1) @ ft.reshape(-1, ft.shape[-1])).T
-
-
-class _Covariance(torch.autograd.Function):
-    """Per-input feature covariance ``Cov_i = Fc_i Fc_i^T / (B - 1)``, ``Fc = F - mean_b F``:
-    ``ft (I, K+1, B) -> (I, K+1, K+1)``. The centred copy is temporary (centring first keeps float32
-    accurate); the backward, ``dF = (G + G^T) Fc / (B - 1)``, is one batched product with ``ft``
-    (which the layer's GEMM keeps anyway) instead of autograd's two plus the centring's."""
-
-    @staticmethod
-    def forward(ctx, ft):
-        mean = ft.mean(-1, keepdim=True)  # (I, K+1, 1)
-        fc = ft - mean
-        ctx.save_for_backward(ft, mean)
-        return torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (ft.shape[-1] - 1))
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):  # grad (I, K+1, K+1)
-        ft, mean = ctx.saved_tensors
-        g = (grad + grad.transpose(1, 2)).div_(ft.shape[-1] - 1)
-        return torch.baddbmm(g @ mean, g, ft, beta=-1)  # g @ ft - g @ mean: (I, K+1, B)
-
-
-def _edge_std(ft: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
-    """Exact std of the edge outputs ``F_i . w_ij``: ``ft (I, K+1, B)``, ``wt (O, I, K+1)`` -> ``(I, O)``.
-
-    The variance is floored at the smallest normal number before the square root, so an edge of
-    constant output (masked, symbolic, or a constant input) gets std ~1e-154 (float64) or ~1e-19
-    (float32) and a zero, not infinite, gradient.
-    """
-    cov = _Covariance.apply(ft)  # (I, K+1, K+1)
     w = wt.transpose(0, 1)  # (I, O, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)
     return var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
