@@ -26,11 +26,12 @@ from sqlalchemy.orm import Session, defer
 
 from service import expr, idempotency
 from service.config import Settings
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput
 from service.ids import new_id
 from service.models import Dataset, Job, Model
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.datasets import CsvOptions, DatasetCreateArrays, DatasetCreateSynthetic
+from service.tenancy import get_owned, owned
 
 if TYPE_CHECKING:
     import torch
@@ -441,16 +442,13 @@ def create_dataset(
 
 def get_dataset(session: Session, tenant: str, dataset_id: str, *, with_arrays: bool = True) -> Dataset:
     options = [] if with_arrays else [defer(Dataset.arrays)]
-    row = session.get(Dataset, dataset_id, options=options)
-    if row is None or row.tenant_id != tenant:
-        raise NotFound("dataset", dataset_id)
-    return row
+    return get_owned(session, Dataset, tenant, dataset_id, resource="dataset", options=options)
 
 
 def list_datasets(session: Session, tenant: str, limit: int, cursor: str | None) -> tuple[list[Dataset], str | None]:
     """Newest first; the cursor is the last id of the previous page."""
     after = decode_cursor(cursor)
-    query = select(Dataset).options(defer(Dataset.arrays)).where(Dataset.tenant_id == tenant)
+    query = owned(select(Dataset).options(defer(Dataset.arrays)), Dataset, tenant)
     if after is not None:
         query = query.where(Dataset.id < after)
     rows = session.scalars(query.order_by(Dataset.id.desc()).limit(limit + 1)).all()

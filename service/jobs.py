@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from service import datasets, idempotency
 from service.config import Settings
 from service.db import session_scope
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, InvalidInput
 from service.ids import new_id
 from service.models import Job, JobKind, JobStatus, Model, Worker, utcnow
 from service.schemas.common import decode_cursor, split_page
@@ -45,6 +45,7 @@ from service.schemas.jobs import (
     SymbolicStageSpec,
     TrainStageSpec,
 )
+from service.tenancy import get_owned, owned
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,7 @@ def create_symbolic_job(
     digest, earlier = _replay(session, tenant, endpoint, idempotency_key, body)
     if earlier is not None:
         return earlier
-    parent = session.get(Model, model_id, options=[defer(Model.weights)])
-    if parent is None or parent.tenant_id != tenant:
-        raise NotFound("model", model_id)
+    parent = get_owned(session, Model, tenant, model_id, resource="model", options=[defer(Model.weights)])
     width = [int(w) for w in parent.width]
     _check_fixes(body.fixes, width, "fixes", exact=True)
     if body.retrain is not None:
@@ -181,10 +180,7 @@ def create_symbolic_job(
 
 def get_job(session: Session, tenant: str, job_id: str, *, with_history: bool = False) -> Job:
     options = [] if with_history else [defer(Job.history)]
-    job = session.get(Job, job_id, options=options, populate_existing=True)
-    if job is None or job.tenant_id != tenant:
-        raise NotFound("job", job_id)
-    return job
+    return get_owned(session, Job, tenant, job_id, resource="job", options=options, populate_existing=True)
 
 
 def model_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
@@ -207,7 +203,7 @@ def list_jobs(
     session: Session, tenant: str, *, status: JobStatus | None, limit: int, cursor: str | None
 ) -> tuple[list[JobPublic], str | None]:
     """Newest first; `cursor` continues after the last job of the previous page."""
-    stmt = select(Job).options(defer(Job.history)).where(Job.tenant_id == tenant)
+    stmt = owned(select(Job).options(defer(Job.history)), Job, tenant)
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if (after := decode_cursor(cursor)) is not None:

@@ -34,6 +34,7 @@ from service.errors import Conflict, InvalidInput, NotFound
 from service.models import Dataset, Job, JobStatus, Model
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.models import PredictMode
+from service.tenancy import get_owned, owned
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,11 @@ def end_read(session: Session) -> None:
 
 def get_model(session: Session, tenant: str, model_id: str) -> Model:
     """The tenant's model row without its weights blob (see `ModelStore.network`); NotFound otherwise."""
-    row = session.get(Model, model_id, options=[defer(Model.weights, raiseload=True)])
-    end_read(session)
-    if row is None or row.tenant_id != tenant:
-        raise NotFound("model", model_id)
-    return row
+    try:
+        return get_owned(session, Model, tenant, model_id, resource="model",
+                         options=[defer(Model.weights, raiseload=True)])
+    finally:
+        end_read(session)
 
 
 def list_models(
@@ -152,7 +153,7 @@ def list_models(
     dataset_id: str | None = None, job_id: str | None = None,
 ) -> tuple[list[Model], str | None]:
     """Newest first; the cursor is the last id of the previous page."""
-    query = select(Model).options(defer(Model.weights)).where(Model.tenant_id == tenant)
+    query = owned(select(Model).options(defer(Model.weights)), Model, tenant)
     if dataset_id is not None:
         query = query.where(Model.dataset_id == dataset_id)
     if job_id is not None:
@@ -176,7 +177,7 @@ def delete_model(session: Session, store: ModelStore, tenant: str, model_id: str
         session.rollback()
         raise Conflict(f"model {model_id!r} is the parent of unfinished job {pending!r}; cancel it first",
                        job_id=pending)
-    deleted = session.execute(delete(Model).where(Model.id == model_id, Model.tenant_id == tenant)).rowcount
+    deleted = session.execute(owned(delete(Model).where(Model.id == model_id), Model, tenant)).rowcount
     session.commit()
     store.evict(model_id)
     if not deleted:  # deleted by someone else since get_model
