@@ -5,9 +5,10 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import migrate
+from service.api.deps import authorize
 from service.api.middleware import BodySizeLimitMiddleware
 from service.api.routes import datasets, health, jobs, models
 from service.config import Settings
@@ -16,6 +17,8 @@ from service.errors import install_exception_handlers
 from service.executors import make_executor
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_store import ModelStore
+from service.ratelimit import RateLimiter, rates_from
+from service.schemas.common import problem_responses
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.executor = make_executor(settings)
     app.state.model_store = ModelStore()  # loaded models, formulas, plots; cached per model id
+    app.state.rate_limiter = RateLimiter(rates_from(settings))
     # predictions already run on many request threads; torch's intra-op pool on top of them only
     # oversubscribes the cores (1,000-row p95 went from ~10 ms to ~150-450 ms on a busy 2-core box)
     torch.set_num_threads(settings.torch_threads)
@@ -50,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
-    for module in (datasets, jobs, models):
-        app.include_router(module.router, prefix="/v1")
+    for module in (datasets, jobs, models):  # every /v1 route: an API key (when auth is on) with the right scope
+        app.include_router(module.router, prefix="/v1", dependencies=[Depends(authorize)],
+                           responses=problem_responses(401, 403))
     return app

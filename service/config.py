@@ -53,6 +53,19 @@ class Settings(BaseSettings):
     max_steps: int = Field(20_000, ge=1, description="Most training steps in one stage.")
     max_predict_rows: int = Field(100_000, ge=1, description="Most rows in one predict request.")
 
+    # authentication and rate limits (per API key, or per tenant when authentication is off; per API process)
+    auth_enabled: bool = Field(
+        False, description="Require `Authorization: Bearer <API key>` on every /v1 route (keys: `kan-service keys`)."
+    )
+    rate_limit_predict_per_s: float = Field(
+        100.0, ge=0, description="Sustained predict requests per second per API key; 0: unlimited."
+    )
+    rate_limit_predict_burst: int = Field(200, ge=1, description="Predict requests an API key may send at once.")
+    rate_limit_jobs_per_min: float = Field(
+        60.0, ge=0, description="Sustained job submissions per minute per API key; 0: unlimited."
+    )
+    rate_limit_jobs_burst: int = Field(20, ge=1, description="Job submissions an API key may send at once.")
+
     # server
     host: str = Field("127.0.0.1", description="Interface `kan-service serve` listens on.")
     port: int = Field(8000, ge=1, le=65535, description="Port `kan-service serve` listens on.")

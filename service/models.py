@@ -34,6 +34,19 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class Scope(str, enum.Enum):
+    """What an API key may do: `read` the GET routes, `write` also create and delete (POST / DELETE),
+    `admin` everything. Each scope includes the ones before it."""
+
+    read = "read"
+    write = "write"
+    admin = "admin"
+
+    def allows(self, required: Scope) -> bool:
+        order = list(Scope)
+        return order.index(self) >= order.index(required)
+
+
 class JobKind(str, enum.Enum):
     train = "train"          # the staged pipeline on a dataset
     symbolic = "symbolic"    # fix / auto-symbolic + retrain on an existing model -> derived model
@@ -109,6 +122,22 @@ class Worker(Base):
     pid: Mapped[int]
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: the client holds `kan_<id>.<secret>`, the table only the SHA-256 of the secret
+    (a 256-bit random value, so a fast hash is enough: there is nothing to brute-force). The id is
+    the lookup prefix; a revoked key stays listed with its `revoked_at`."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    scope: Mapped[Scope] = mapped_column(Enum(Scope, native_enum=False, length=16))
+    secret_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the secret part
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
 
 
 class IdempotencyRecord(Base):

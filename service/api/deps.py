@@ -1,16 +1,29 @@
-"""FastAPI dependencies, as `Annotated` aliases routers declare in their signatures."""
+"""FastAPI dependencies, as `Annotated` aliases routers declare in their signatures.
+
+Authentication: `get_principal` turns the `Authorization: Bearer` header into a Principal (tenant,
+scope, key); `authorize` (installed on every /v1 router by service.app) asks `read` of GET routes and
+`write` of every other method; `require_scope` asks more of a single route; `get_tenant` is the
+tenant every domain call is scoped to; `rate_limit` spends one token of the caller's bucket.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from service import auth
+from service.auth import ANONYMOUS, CHALLENGE, Principal
 from service.config import Settings
+from service.errors import Forbidden, RateLimited, Unauthorized
 from service.executors.base import Executor
-from service.models import DEFAULT_TENANT
+from service.models import Scope
+from service.ratelimit import RateLimiter, RouteClass, retry_after
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_settings(request: Request) -> Settings:
@@ -26,12 +39,80 @@ def get_executor(request: Request) -> Executor:
     return request.app.state.executor
 
 
-def get_tenant(request: Request) -> str:
-    """The caller's tenant. Without authentication every caller is the default tenant."""
-    return getattr(request.state, "tenant_id", DEFAULT_TENANT)
+def get_rate_limiter(request: Request) -> RateLimiter:
+    return request.app.state.rate_limiter
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ExecutorDep = Annotated[Executor, Depends(get_executor)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+bearer = HTTPBearer(
+    auto_error=False, bearerFormat="kan_<key id>.<secret>",
+    description="An API key from `kan-service keys create` (required when KAN_AUTH_ENABLED is true).",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def get_principal(settings: SettingsDep, session: SessionDep, credentials: BearerDep) -> Principal:
+    """The caller. With authentication off, everyone is the default tenant with every scope."""
+    if not settings.auth_enabled:
+        return ANONYMOUS
+    if credentials is None:
+        raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>`", headers=CHALLENGE)
+    try:
+        return auth.authenticate(session, credentials.credentials)
+    finally:
+        session.commit()  # nothing was written: end the read (on SQLite every transaction holds the lock)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _check_scope(principal: Principal, required: Scope) -> Principal:
+    if not principal.scope.allows(required):
+        raise Forbidden(f"this route needs an API key with scope {required.value!r}; this key has "
+                        f"{principal.scope.value!r}", required_scope=required.value)
+    return principal
+
+
+def require_scope(required: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that refuses (403) callers whose key lacks `required`."""
+
+    async def dependency(principal: PrincipalDep) -> Principal:
+        return _check_scope(principal, required)
+
+    return dependency
+
+
+async def authorize(request: Request, principal: PrincipalDep) -> Principal:
+    """Every /v1 route: reading (GET, HEAD) needs `read`, anything else `write`."""
+    return _check_scope(principal, Scope.read if request.method in READ_METHODS else Scope.write)
+
+
+async def get_tenant(principal: PrincipalDep) -> str:
+    """The caller's tenant: every dataset, job and model a request reaches belongs to it."""
+    return principal.tenant_id
+
+
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def rate_limit(route_class: RouteClass) -> Callable[[PrincipalDep, RateLimiterDep], Awaitable[None]]:
+    """A dependency spending one token of the caller's `route_class` bucket; 429 with Retry-After
+    when it is empty."""
+
+    async def dependency(principal: PrincipalDep, limiter: RateLimiterDep) -> None:
+        wait_s = limiter.acquire(principal, route_class)
+        if wait_s > 0:
+            raise RateLimited(
+                f"too many {route_class.value} requests for this API key; retry in {wait_s:.2f} s",
+                headers={"Retry-After": retry_after(wait_s)}, retry_after_s=round(wait_s, 3),
+            )
+
+    return dependency
+
+
+PredictRateLimit = Depends(rate_limit(RouteClass.predict))
+JobsRateLimit = Depends(rate_limit(RouteClass.jobs))

@@ -73,8 +73,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _REASONS = {
-    400: "Malformed request", 404: "Not found", 409: "Conflict", 413: "Request body too large",
-    415: "Unsupported media type", 422: "Invalid input", 503: "Not ready",
+    400: "Malformed request", 401: "Missing, unknown or revoked API key", 403: "The API key's scope is too small",
+    404: "Not found", 409: "Conflict", 413: "Request body too large", 415: "Unsupported media type",
+    422: "Invalid input", 429: "Rate limit exceeded (see Retry-After)", 503: "Not ready",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from service import model_store
-from service.api.deps import SessionDep, SettingsDep, TenantDep
+from service.api.deps import PredictRateLimit, SessionDep, SettingsDep, TenantDep
 from service.model_store import ModelStore
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.models import (
@@ -58,7 +58,7 @@ def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: M
 
 
 @router.post("/models/{model_id}/predict", response_model=PredictResponse, summary="Predict with a model",
-             responses=problem_responses(404, 409, 413, 422))
+             responses=problem_responses(404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
 def predict(
     model_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
     store: ModelStoreDep,
