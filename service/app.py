@@ -5,10 +5,10 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from service import migrate
-from service.api.deps import authorize
+from service.api.deps import ReadScope
 from service.api.middleware import BodySizeLimitMiddleware
 from service.api.routes import datasets, health, jobs, models
 from service.config import Settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
-    for module in (datasets, jobs, models):  # every /v1 route: an API key (when auth is on) with the right scope
-        app.include_router(module.router, prefix="/v1", dependencies=[Depends(authorize)],
+    for module in (datasets, jobs, models):  # every /v1 route needs a key (when auth is on); writes say so
+        app.include_router(module.router, prefix="/v1", dependencies=[ReadScope],
                            responses=problem_responses(401, 403))
     return app

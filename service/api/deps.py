@@ -1,9 +1,9 @@
 """FastAPI dependencies, as `Annotated` aliases routers declare in their signatures.
 
 Authentication: `get_principal` turns the `Authorization: Bearer` header into a Principal (tenant,
-scope, key); `authorize` (installed on every /v1 router by service.app) asks `read` of GET routes and
-`write` of every other method; `require_scope` asks more of a single route; `get_tenant` is the
-tenant every domain call is scoped to; `rate_limit` spends one token of the caller's bucket.
+scope, key); `require_scope` refuses keys without a scope: service.app puts `ReadScope` on every /v1
+router, routes that create or delete add `WriteScope`; `get_tenant` is the tenant every domain call is
+scoped to; `rate_limit` spends one token of the caller's bucket.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from service.errors import Forbidden, RateLimited, Unauthorized
 from service.executors.base import Executor
 from service.models import Scope
 from service.ratelimit import RateLimiter, RouteClass, retry_after
-
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
@@ -86,11 +83,6 @@ def require_scope(required: Scope) -> Callable[[Principal], Awaitable[Principal]
     return dependency
 
 
-async def authorize(request: Request, principal: PrincipalDep) -> Principal:
-    """Every /v1 route: reading (GET, HEAD) needs `read`, anything else `write`."""
-    return _check_scope(principal, Scope.read if request.method in READ_METHODS else Scope.write)
-
-
 async def get_tenant(principal: PrincipalDep) -> str:
     """The caller's tenant: every dataset, job and model a request reaches belongs to it."""
     return principal.tenant_id
@@ -114,5 +106,9 @@ def rate_limit(route_class: RouteClass) -> Callable[[PrincipalDep, RateLimiterDe
     return dependency
 
 
+# route (or router) dependencies: `dependencies=[WriteScope]`
+ReadScope = Depends(require_scope(Scope.read))
+WriteScope = Depends(require_scope(Scope.write))
+AdminScope = Depends(require_scope(Scope.admin))
 PredictRateLimit = Depends(rate_limit(RouteClass.predict))
 JobsRateLimit = Depends(rate_limit(RouteClass.jobs))

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service import datasets
-from service.api.deps import SessionDep, SettingsDep, TenantDep
+from service.api.deps import SessionDep, SettingsDep, TenantDep, WriteScope
 from service.errors import UnsupportedMediaType
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Dataset
@@ -150,6 +150,7 @@ def _public(row: Dataset) -> DatasetPublic:
     response_model=DatasetPublic,
     summary="Create a dataset from JSON arrays, a CSV file or a formula",
     responses=problem_responses(400, 409, 413, 415, 422),
+    dependencies=[WriteScope],
     openapi_extra={"requestBody": CREATE_REQUEST_BODY, "parameters": CSV_QUERY_PARAMETERS},
 )
 def create_dataset(
@@ -196,7 +197,7 @@ def get_dataset_data(
 
 
 @router.delete("/{dataset_id}", status_code=204, summary="Delete a dataset no job or model uses",
-               responses=problem_responses(404, 409, 422))
+               responses=problem_responses(404, 409, 422), dependencies=[WriteScope])
 def delete_dataset(dataset_id: DatasetId, session: SessionDep, tenant: TenantDep) -> Response:
     datasets.delete_dataset(session, tenant, dataset_id)
     return Response(status_code=204)

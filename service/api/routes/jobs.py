@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service import dispatch, jobs
-from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep
+from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep, WriteScope
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Job, JobStatus
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
@@ -40,7 +40,7 @@ def _accepted(response: Response, session: Session, job: Job) -> JobPublic:
 
 @jobs_router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic, summary="Queue a training pipeline",
-    responses=problem_responses(404, 422, 429), dependencies=[JobsRateLimit],
+    responses=problem_responses(404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
 )
 def create_job(
     body: JobCreate, response: Response, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
@@ -78,6 +78,7 @@ def get_history(job_id: str, session: SessionDep, tenant: TenantDep) -> JobHisto
     "/{job_id}/cancel", response_model=JobPublic, summary="Cancel a job",
     responses={202: {"model": JobPublic, "description": "The job is running; its worker stops it within one step"},
                **problem_responses(404, 409)},
+    dependencies=[WriteScope],
 )
 def cancel_job(
     job_id: str, response: Response, session: SessionDep, tenant: TenantDep, executor: ExecutorDep
@@ -111,7 +112,7 @@ async def job_events(job_id: str, session_factory: SessionFactoryDep, tenant: Te
 @models_router.post(
     "/{model_id}/symbolic", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
     summary="Derive a model: fix edges to symbolic functions, then retrain",
-    responses=problem_responses(404, 422, 429), dependencies=[JobsRateLimit],
+    responses=problem_responses(404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
 )
 def create_symbolic_job(
     model_id: str, body: SymbolicJobCreate, response: Response, session: SessionDep, settings: SettingsDep,

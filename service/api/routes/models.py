@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from service import model_store
-from service.api.deps import PredictRateLimit, SessionDep, SettingsDep, TenantDep
+from service.api.deps import PredictRateLimit, SessionDep, SettingsDep, TenantDep, WriteScope
 from service.model_store import ModelStore
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.models import (
@@ -51,12 +51,13 @@ def get_model(model_id: str, session: SessionDep, tenant: TenantDep, store: Mode
 
 
 @router.delete("/models/{model_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete a model",
-               responses=problem_responses(404, 409))
+               responses=problem_responses(404, 409), dependencies=[WriteScope])
 def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep) -> Response:
     model_store.delete_model(session, store, tenant, model_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# a POST that changes nothing: a `read` key may predict
 @router.post("/models/{model_id}/predict", response_model=PredictResponse, summary="Predict with a model",
              responses=problem_responses(404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
 def predict(
