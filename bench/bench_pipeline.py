@@ -127,41 +127,39 @@ def main() -> None:
     warm = make_dataset(target, 2, n_train=100, n_test=100, seed=99, dtype=getattr(torch, args.dtype))
     run_kan_core(warm, 0, args.dtype)
 
-    totals = {"pykan": {s: 0.0 for s in STAGES}, "kan_core": {s: 0.0 for s in STAGES}}
+    wall: dict[str, dict[int, dict[str, float]]] = {"pykan": {}, "kan_core": {}}  # name -> seed -> stage
+    cpu: dict[str, dict[int, float]] = {"pykan": {}, "kan_core": {}}
     solved = {"pykan": 0, "kan_core": 0}
-    timed_seeds = {"pykan": 0, "kan_core": 0}
     for seed in args.seeds:
         dataset = make_dataset(target, 2, seed=seed, dtype=getattr(torch, args.dtype))
         runs = [("kan_core", lambda: run_kan_core(dataset, seed, args.dtype))]
         if not args.skip_pykan:
             runs.insert(0, ("pykan", lambda: run_pykan(dataset, seed)))
         for name, run in runs:
-            cpu = time.process_time()
+            start_cpu = time.process_time()
             clock, formula, error = run()
-            cpu = time.process_time() - cpu
+            seconds_cpu = time.process_time() - start_cpu
             ok = judge(formula)
             solved[name] += ok
-            stages = " ".join(f"{s}={clock.wall.get(s, float('nan')):.2f}" for s in STAGES)
-            total = sum(clock.wall.values())
             if not error:
-                timed_seeds[name] += 1
-                for s in STAGES:
-                    totals[name][s] += clock.wall.get(s, 0.0)
-            shown = error or str(formula)
-            print(f"seed {seed} {name:8s} total={total:6.2f}s cpu={cpu:6.2f}s  {stages}  solution={ok}  {shown[:150]}", flush=True)
+                wall[name][seed], cpu[name][seed] = clock.wall, seconds_cpu
+            stages = " ".join(f"{s}={clock.wall.get(s, float('nan')):.2f}" for s in STAGES)
+            print(f"seed {seed} {name:8s} total={sum(clock.wall.values()):6.2f}s cpu={seconds_cpu:6.2f}s  {stages}"
+                  f"  solution={ok}  {(error or str(formula))[:150]}", flush=True)
 
     print()
     print(f"solutions: kan_core {solved['kan_core']}/{len(args.seeds)}"
           + ("" if args.skip_pykan else f", pykan {solved['pykan']}/{len(args.seeds)}"))
-    if args.skip_pykan or timed_seeds["pykan"] == 0:
+    common = sorted(set(wall["pykan"]) & set(wall["kan_core"]))
+    if not common:
         return
-    print(f"mean wall seconds per seed (pykan over its {timed_seeds['pykan']} completed seeds):")
+    print(f"mean seconds per seed over the {len(common)} seeds pykan completed ({common}):")
     print(f"{'stage':14s} {'pykan':>9s} {'kan_core':>9s} {'speed-up':>9s}")
-    for s in [*STAGES, "total"]:
-        if s == "total":
-            p, k = (sum(totals[n].values()) / timed_seeds[n] for n in ("pykan", "kan_core"))
-        else:
-            p, k = (totals[n][s] / timed_seeds[n] for n in ("pykan", "kan_core"))
+    rows = [(s, *(sum(wall[n][seed][s] for seed in common) / len(common) for n in ("pykan", "kan_core")))
+            for s in STAGES]
+    rows.append(("total (wall)", *(sum(r[i] for r in rows) for i in (1, 2))))
+    rows.append(("total (CPU)", *(sum(cpu[n][seed] for seed in common) / len(common) for n in ("pykan", "kan_core"))))
+    for s, p, k in rows:
         print(f"{s:14s} {p:9.3f} {k:9.3f} {p / k if k > 0 else float('inf'):8.1f}x")
 
 
