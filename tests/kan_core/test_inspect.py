@@ -44,7 +44,7 @@ def test_spline_edges():
     expected = layer.edge_outputs(torch.tensor(xs, dtype=torch.float64).unsqueeze(1).expand(-1, 2).contiguous())
     assert ys == pytest.approx(expected[:, 0, 1].tolist(), rel=1e-12, abs=1e-12)
     # second-layer curves span the range of the hidden activations
-    hidden = model.layer_inputs(x)[1]
+    hidden = model.layer_inputs(x)[1].detach()
     assert data[-1]["curve"]["x"][0] == pytest.approx(float(hidden[:, 2].min()))
     assert all(e["importance"] >= 0 and math.isfinite(e["importance"]) for e in data)
 
