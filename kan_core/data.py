@@ -62,8 +62,8 @@ class Dataset:
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Dataset:
         """A copy in another dtype and/or on another device."""
-        conv = lambda t: t.to(dtype=dtype or t.dtype, device=device or t.device)  # noqa: E731
-        return Dataset(*(conv(t) for t in (self.train_input, self.train_label, self.test_input, self.test_label)))
+        tensors = (self.train_input, self.train_label, self.test_input, self.test_label)
+        return Dataset(*(t.to(dtype=dtype or t.dtype, device=device or t.device) for t in tensors))
 
 
 def make_dataset(

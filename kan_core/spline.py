@@ -6,8 +6,9 @@ Shapes: ``B`` samples, ``I`` inputs (one knot vector per input), ``O`` outputs, 
 A grid is stored *extended*: ``G + 1`` knots spanning the domain plus ``k`` extra knots on each side,
 ``G + 2k + 1`` knots in all, which carry exactly ``K`` B-splines of order ``k``.
 
-The public functions validate their arguments (``ValueError``); the underscored kernels below them
-skip the checks and are what the layer calls on its hot path.
+The functions validate their arguments (``ValueError``), except the hot-path kernels the layer
+calls with arguments it owns: `knot_tables`, `basis_t` and `cox_de_boor_t`, which work in the
+feature-major layout ``(I, K, B)`` (samples last).
 """
 
 from __future__ import annotations
@@ -188,8 +189,8 @@ def curve_to_coef(
     """Least-squares spline coefficients through samples: ``x (B, I)``, ``y (B, I, O)`` -> ``(I, O, K)``.
 
     Solves ``min_c sum_b (y[b,i,o] - sum_m c[i,o,m] B_m(x[b,i]))^2 + lam |c[i,o]|^2`` per ``(i, o)``
-    with ``lam = ridge * mean(diag(B_i^T B_i))``; a tiny relative ridge, so well-posed fits are not
-    biased, while basis functions no sample reaches get coefficient 0 instead of NaN.
+    with ``lam = ridge * mean(diag(B_i^T B_i))`` (see `ridge_solve`): well-posed fits are not
+    biased, and basis functions no sample reaches get coefficient 0 instead of NaN.
     """
     _check_k(k)
     _check_x_grid(x, grid, k)
@@ -236,9 +237,10 @@ def ridge_solve(bas: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Ten
     """Solve ``(B_i^T B_i + lam_i Id) c_i = rhs_i`` for every input ``i``.
 
     ``bas (B, I, K)``, ``rhs (I, K, O)`` -> ``(I, K, O)`` in the working dtype (float64: the normal
-    equations square the condition number; the fits above also evaluate the basis in it). By Cholesky; ``lam_i = ridge * mean(diag(B_i^T B_i))``, floored so
-    that an input without any sample still gets a positive definite system (and coefficients 0);
-    ``ridge = 0`` still adds machine epsilon. `REFINE_STEPS` of iterated Tikhonov regularisation
+    equations square the condition number; the fits above also evaluate the basis in it).
+    By Cholesky; ``lam_i = ridge * mean(diag(B_i^T B_i))``, floored so that an input without any
+    sample still gets a positive definite system (and coefficients 0); ``ridge = 0`` still adds
+    machine epsilon. `REFINE_STEPS` of iterated Tikhonov regularisation
     ``c += (A + lam Id)^-1 (rhs - A c)`` then shrink the ridge's bias from ``lam/s`` to ``(lam/s)^3``
     along each singular direction ``s`` of ``A``, while directions no sample sees stay exactly 0.
     """
