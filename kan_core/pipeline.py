@@ -333,7 +333,7 @@ class PipelineResult:
     stages: list[StageResult]
     history: list[dict[str, Any]]  # one dict per training step: stage_index, stage, step, rmses, reg
     formulas: list[sympy.Expr] | None  # one per output; None while some active edge is a spline
-    formula_metrics: list[dict[str, float]] | None  # per output {"r2", "rmse"} on the test split
+    formula_metrics: list[dict[str, float | None]] | None  # per output {"r2", "rmse"} on the test split
     var_names: list[str]
     seconds: float = 0.0
 
@@ -368,7 +368,7 @@ def run_pipeline(
     if initial_model is not None:
         if not isinstance(initial_model, KAN):
             raise ValueError(f"initial_model must be a kan_core KAN, got {type(initial_model).__name__}")
-        model = copy.deepcopy(initial_model).to(device)
+        model = copy.deepcopy(initial_model).to(device).requires_grad_(True)  # e.g. from a serving cache
     else:
         model = _build_model(config.model, dataset, device)
     if model.width[0] != dataset.n_var or model.width[-1] != dataset.n_out:

@@ -159,12 +159,13 @@ def test_float32_and_auto_device():
 
 
 def test_initial_model_is_copied_not_changed():
-    start = KAN([2, 3, 1], seed=4)
+    start = KAN([2, 3, 1], seed=4).requires_grad_(False)  # as a serving cache holds it
     before = {k: v.clone() for k, v in start.state_dict().items()}
     config = PipelineConfig(model=ModelConfig(width=(2, 9, 1), dtype="float32"), stages=(TrainStage(steps=2),))
     result = run_pipeline(_data(), config, initial_model=start)
     assert result.model is not start and result.model.width == [2, 3, 1] and result.model.dtype == torch.float64
     assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())
+    assert not torch.equal(result.model.layers[0].coef, start.layers[0].coef)  # trained
 
 
 def test_should_stop_cancels_between_steps():
