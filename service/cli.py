@@ -1,19 +1,21 @@
-"""`kan-service`: run the API with local workers, workers alone, or the database migrations.
+"""`kan-service`: run the API with workers, workers alone, or the database migrations.
 
-    kan-service serve [--host H] [--port P] [--workers N]   API + N local worker processes
-    kan-service worker [-n N]                               N local worker processes, no API
+    kan-service serve [--host H] [--port P] [--workers N]   API + N worker processes (0: the API alone)
+    kan-service worker [-n N]                               N worker processes, no API
     kan-service migrate                                     bring the database schema to head
     kan-service settings                                    the configuration reference (Markdown)
     kan-service keys create --scope S [--tenant T] [--name N] | list [--tenant T] | revoke ID   API keys
 
-Configuration comes from the environment (KAN_*, see README); the options override it. Logging is
-configured here and only here.
+Workers are local worker processes (service.worker.local), or with KAN_EXECUTOR=celery one Celery
+worker with N prefork pool processes (service.worker.celery_app). Configuration comes from the
+environment (KAN_*, see README); the options override it. Logging is configured here and only here.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import multiprocessing
 import signal
@@ -47,12 +49,25 @@ def _migrate(settings: Settings) -> str | None:
         engine.dispose()
 
 
-def _run_workers(settings: Settings, n: int) -> None:
-    """Child-process entry point of `serve`: the local worker pool, with logging set up again (spawn)."""
-    from service.worker.local import run_workers
+def _start_workers(settings: Settings, n: int) -> None:
+    """Run n workers until SIGTERM / SIGINT (blocks): a Celery worker with n pool processes when
+    executor=celery, n local worker processes otherwise."""
+    if settings.executor == "celery":
+        from service.worker.celery_app import run_celery_worker
 
+        log.info("starting a Celery worker with %d pool process(es)", n)
+        run_celery_worker(settings, n)
+    else:
+        from service.worker.local import run_workers
+
+        log.info("starting %d local worker process(es)", n)
+        run_workers(settings, n)
+
+
+def _run_workers(settings: Settings, n: int) -> None:
+    """Child-process entry point of `serve`: the workers, with logging set up again (spawn)."""
     _configure_logging(settings.log_level)
-    run_workers(settings, n)
+    _start_workers(settings, n)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -62,12 +77,12 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from service.worker.local import run_workers
-
     n = settings.workers if args.n is None else args.n
     _migrate(settings)
-    log.info("starting %d local worker process(es)", n)
-    run_workers(settings, n)  # blocks until SIGTERM / SIGINT
+    if n == 0:
+        log.info("no workers asked for (-n 0)")
+        return 0
+    _start_workers(settings, n)  # blocks until SIGTERM / SIGINT
     return 0
 
 
@@ -85,7 +100,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     workers: multiprocessing.process.BaseProcess | None = None
     if n_workers > 0:
-        import service.worker.local  # noqa: F401  fail here, not in the child, when workers are unavailable
+        # fail here, not in the child, when the workers cannot be started
+        module = "service.worker.celery_app" if settings.executor == "celery" else "service.worker.local"
+        importlib.import_module(module)
 
         workers = multiprocessing.get_context("spawn").Process(
             target=_run_workers, args=(settings, n_workers), name="kan-workers"
@@ -198,14 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", help="debug, info, warning... (default: KAN_LOG_LEVEL or info)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP API and local worker processes")
+    serve = commands.add_parser("serve", help="run the HTTP API and worker processes")
     serve.add_argument("--host", help="interface to listen on (default: KAN_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: KAN_PORT or 8000)")
-    serve.add_argument("--workers", type=_count, help="local worker processes; 0 for none (default: KAN_WORKERS or 1)")
+    serve.add_argument("--workers", type=_count,
+                       help="worker processes; 0 for the API alone (default: KAN_WORKERS or 1)")
     serve.set_defaults(handler=cmd_serve)
 
-    worker = commands.add_parser("worker", help="run local worker processes only")
-    worker.add_argument("-n", type=_count, help="number of worker processes (default: KAN_WORKERS or 1)")
+    worker = commands.add_parser("worker", help="run worker processes only (Celery ones when KAN_EXECUTOR=celery)")
+    worker.add_argument("-n", type=_count, help="number of worker processes, the Celery pool's concurrency "
+                                                "(default: KAN_WORKERS or 1)")
     worker.set_defaults(handler=cmd_worker)
 
     migrate = commands.add_parser("migrate", help="apply the database migrations")
