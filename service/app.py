@@ -8,7 +8,7 @@ import torch
 from fastapi import FastAPI
 
 from service import migrate
-from service.api.deps import ReadScope
+from service.api.deps import ReadScope, SingleValuedQuery
 from service.api.middleware import BodySizeLimitMiddleware
 from service.api.routes import datasets, health, jobs, models
 from service.config import Settings
@@ -55,6 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
     for module in (datasets, jobs, models):  # every /v1 route needs a key (when auth is on); writes say so
-        app.include_router(module.router, prefix="/v1", dependencies=[ReadScope],
+        app.include_router(module.router, prefix="/v1", dependencies=[ReadScope, SingleValuedQuery],
                            responses=problem_responses(401, 403))
     return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -127,11 +129,26 @@ def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405 and (allowed := _allowed_methods(app, request.url.path)):
+            headers["Allow"] = allowed  # Starlette's names only the first route matching the path
         return problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "-"),
-                       instance=request.url.path, headers=getattr(exc, "headers", None))
+                       instance=request.url.path, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged",
                        code="internal", instance=request.url.path)
+
+
+def _allowed_methods(app: FastAPI, path: str) -> str | None:
+    """Every method the app documents for `path` (its OpenAPI operations), as an Allow header."""
+    methods = {method.upper() for template, operations in app.openapi()["paths"].items()
+               if _template_pattern(template).fullmatch(path) for method in operations}
+    return ", ".join(sorted(methods)) or None
+
+
+@lru_cache(maxsize=256)
+def _template_pattern(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)))

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -106,9 +107,21 @@ def rate_limit(route_class: RouteClass) -> Callable[[PrincipalDep, RateLimiterDe
     return dependency
 
 
+async def single_valued_query(request: Request) -> None:
+    """No query parameter of this API takes a list: one given twice is ambiguous (FastAPI would keep
+    one of the values silently), so it is a 422 naming it."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise RequestValidationError([{"type": "too_long", "loc": ("query", name),
+                                           "msg": "must be given at most once"}])
+        seen.add(name)
+
+
 # route (or router) dependencies: `dependencies=[WriteScope]`
 ReadScope = Depends(require_scope(Scope.read))
 WriteScope = Depends(require_scope(Scope.write))
 AdminScope = Depends(require_scope(Scope.admin))
+SingleValuedQuery = Depends(single_valued_query)
 PredictRateLimit = Depends(rate_limit(RouteClass.predict))
 JobsRateLimit = Depends(rate_limit(RouteClass.jobs))

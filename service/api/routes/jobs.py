@@ -40,7 +40,7 @@ def _accepted(response: Response, session: Session, job: Job) -> JobPublic:
 
 @jobs_router.post(
     "", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic, summary="Queue a training pipeline",
-    responses=problem_responses(404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
+    responses=problem_responses(400, 404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
 )
 def create_job(
     body: JobCreate, response: Response, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
@@ -112,7 +112,7 @@ async def job_events(job_id: str, session_factory: SessionFactoryDep, tenant: Te
 @models_router.post(
     "/{model_id}/symbolic", status_code=status.HTTP_202_ACCEPTED, response_model=JobPublic,
     summary="Derive a model: fix edges to symbolic functions, then retrain",
-    responses=problem_responses(404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
+    responses=problem_responses(400, 404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
 )
 def create_symbolic_job(
     model_id: str, body: SymbolicJobCreate, response: Response, session: SessionDep, settings: SettingsDep,

@@ -59,7 +59,7 @@ def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: M
 
 # a POST that changes nothing: a `read` key may predict
 @router.post("/models/{model_id}/predict", response_model=PredictResponse, summary="Predict with a model",
-             responses=problem_responses(404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
+             responses=problem_responses(400, 404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
 def predict(
     model_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
     store: ModelStoreDep,
