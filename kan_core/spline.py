@@ -123,30 +123,55 @@ def cox_de_boor_t(
     """Write the order-``k`` basis (``k = len(tables)``) of ``xt (I, B)`` into ``out (I, K, B)``
     and, if given, ``dB/dx`` into ``deriv_out (I, K, B)`` (any strided views). No autograd.
 
-    Cox-de Boor from order 0 up, in two ``(I, M, B)`` work buffers used in turn and in-place ops
-    (on CPUs, fresh large tensors cost more than the arithmetic):
+    Cox-de Boor from order 0 up:
 
         B_{j,0} = [t_j <= x < t_{j+1}],   B_{j,p} = w_j B_{j,p-1} + (1 - w_{j+1}) B_{j+1,p-1}
         dB_{j,k}/dx = k * (inv_j B_{j,k-1} - inv_{j+1} B_{j+1,k-1}),   inv_j = 1 / (t_{j+k} - t_j)
+
+    The levels run in place in two small work buffers, one block of samples at a time: each
+    block's ~20 elementwise passes stay in cache, and no large temporary is allocated.
     """
     I, B = xt.shape
-    M, k = grid.shape[1], len(tables)
-    xe = xt.unsqueeze(1)  # (I, 1, B)
-    free = torch.empty(I, M, B, dtype=xt.dtype, device=xt.device)
-    busy = torch.empty_like(free)
-    step = torch.sub(xe, grid.unsqueeze(-1), out=free).ge_(0)  # (I, M, B): 1.0 where x >= t_j
-    b = torch.sub(step[:, :-1], step[:, 1:], out=busy[:, : M - 1])  # (I, M-1, B): order 0
+    M = grid.shape[1]
+    block = max(1, min(B, _BLOCK_ELEMENTS // (I * M)))
+    work = torch.empty(2, I, M, block, dtype=xt.dtype, device=xt.device)
+    t = grid.unsqueeze(-1)  # (I, M, 1)
+    for lo in range(0, B, block):
+        hi = min(B, lo + block)
+        _cox_de_boor_block(
+            xt[:, None, lo:hi], t, tables, work[..., : hi - lo], out[..., lo:hi],
+            None if deriv_out is None else deriv_out[..., lo:hi],
+        )
+
+
+# samples x (inputs * knots) per block of `cox_de_boor_t`: 2 work buffers of 1 MB (float32) each
+_BLOCK_ELEMENTS = 2**18
+
+
+def _cox_de_boor_block(
+    xe: torch.Tensor,
+    t: torch.Tensor,
+    tables: list[tuple[torch.Tensor, torch.Tensor]],
+    work: torch.Tensor,
+    out: torch.Tensor,
+    deriv_out: torch.Tensor | None,
+) -> None:
+    """`cox_de_boor_t` on one block: ``xe (I, 1, b)``, ``t (I, M, 1)``, ``work (2, I, M, b)``."""
+    M, k = t.shape[1], len(tables)
+    free, busy = work[0], work[1]
+    step = torch.sub(xe, t, out=free).ge_(0)  # (I, M, b): 1.0 where x >= t_j
+    b = torch.sub(step[:, :-1], step[:, 1:], out=busy[:, : M - 1])  # (I, M-1, b): order 0
     for p, (inv, shift) in enumerate(tables, start=1):  # inv, shift (I, n, 1)
         n = b.shape[1]
         if p == k and deriv_out is not None:
-            s = torch.mul(b, inv * k, out=free[:, :n])  # (I, K+1, B)
+            s = torch.mul(b, inv * k, out=free[:, :n])  # (I, K+1, b)
             torch.sub(s[:, :-1], s[:, 1:], out=deriv_out)
         v = torch.mul(xe, inv, out=free[:, :n]).add_(shift).mul_(b)  # w_j B_j
         u = b.sub_(v)  # (1 - w_j) B_j
         if p == k:
             torch.add(v[:, :-1], u[:, 1:], out=out)
             return
-        b = v[:, :-1].add_(u[:, 1:])  # (I, n-1, B), now in `free`
+        b = v[:, :-1].add_(u[:, 1:])  # (I, n-1, b), now in `free`
         free, busy = busy, free
     raise ValueError("need k >= 1 knot tables")
 

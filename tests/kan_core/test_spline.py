@@ -154,3 +154,14 @@ def test_round_trip_property(k, G, seed):
 def test_bad_arguments(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_blocked_evaluation_matches(monkeypatch):
+    grid = random_grid(3, 6, 3, seed=2)
+    x = (torch.rand(257, 3, dtype=f64) * 3 - 1.5).requires_grad_()
+    whole = spline.b_spline_basis(x, grid, 3)
+    (g_whole,) = torch.autograd.grad(whole.pow(2).sum(), x)
+    monkeypatch.setattr(spline, "_BLOCK_ELEMENTS", 3 * 12 * 10)  # blocks of 10 samples, the last one short
+    blocked = spline.b_spline_basis(x, grid, 3)
+    (g_blocked,) = torch.autograd.grad(blocked.pow(2).sum(), x)
+    assert torch.equal(blocked, whole) and torch.equal(g_blocked, g_whole)
