@@ -41,13 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.read_session_factory = make_session_factory(engine, read_only=True)
     app.state.executor = make_executor(settings)
     app.state.model_store = ModelStore()  # loaded models, formulas, plots; cached per model id
     app.state.rate_limiter = RateLimiter(rates_from(settings))
     # predictions already run on many request threads; torch's intra-op pool on top of them only
     # oversubscribes the cores (1,000-row p95 went from ~10 ms to ~150-450 ms on a busy 2-core box)
     torch.set_num_threads(settings.torch_threads)
-    app.state.metrics = Metrics(app.state.session_factory, settings)
+    app.state.metrics = Metrics(app.state.read_session_factory, settings)
 
     install_exception_handlers(app)
     # the last added runs first: metrics see every answer, 413s from the size limit included

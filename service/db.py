@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+_READ_ONLY_OPTION = "kan_read_only"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -41,15 +42,21 @@ def make_engine(settings: Settings) -> Engine:
         def _no_pysqlite_begin(dbapi_conn, _record):
             dbapi_conn.isolation_level = None
 
+        # Read-only sessions (see make_session_factory) begin DEFERRED: readers never queue for the lock.
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):
+            deferred = conn.get_execution_options().get(_READ_ONLY_OPTION, False)
+            conn.exec_driver_sql("BEGIN DEFERRED" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on `engine`. On SQLite a writer's transaction takes the write lock up front (BEGIN
+    IMMEDIATE); `read_only=True` sessions begin DEFERRED so that GET requests never wait for it."""
+    if read_only:
+        engine = engine.execution_options(**{_READ_ONLY_OPTION: True})
     return sessionmaker(engine, expire_on_commit=False)
 
 

@@ -29,7 +29,10 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.session_factory() as session:
+    """A database session; GET and HEAD requests get a read-only one (no SQLite write lock)."""
+    state = request.app.state
+    factory = state.read_session_factory if request.method in ("GET", "HEAD") else state.session_factory
+    with factory() as session:
         yield session
 
 

@@ -75,6 +75,7 @@ class ModelSpec(_Input):
     )
     grid_range: tuple[float, float] = _M.grid_range
     grid_eps: float = Field(_M.grid_eps, ge=0.0, le=1.0)
+    noise_scale: float = Field(_M.noise_scale, ge=0.0, le=10.0, description="Scale of the initial spline noise.")
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ModelSpec:

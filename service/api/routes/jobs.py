@@ -27,7 +27,7 @@ models_router = APIRouter(prefix="/models", tags=["models"])
 
 
 def get_session_factory(request: Request) -> sessionmaker[Session]:
-    return request.app.state.session_factory
+    return request.app.state.read_session_factory
 
 
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
