@@ -4,6 +4,7 @@
 #   docker build -t kan-service .                                   # CPU image
 #   docker build -t kan-service:cuda \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (see README)
+#   docker compose -f docker/compose.yaml up -d --build              # API + Celery workers + Redis + PostgreSQL
 #
 # torch is pinned in pyproject.toml (2.13.0); TORCH_INDEX_URL picks which build of that version.
 
@@ -38,6 +39,8 @@ USER kan
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000
+# liveness of `serve` (the default command); containers running `worker` have no HTTP server and
+# turn it off (docker/compose.yaml does)
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["kan-service"]

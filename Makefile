@@ -15,7 +15,7 @@ help:
 	@echo "make test      the test suite without tests marked slow (what CI runs)"
 	@echo "make test-all  every test, slow ones included"
 	@echo "make migrate   bring the database schema to the newest revision"
-	@echo "make worker    local worker processes only"
+	@echo "make worker    worker processes only (Celery workers when KAN_EXECUTOR=celery)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
