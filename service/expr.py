@@ -9,7 +9,11 @@ lambdas, comprehensions, keyword arguments...) raises `ExpressionError` naming t
 
 Size limits keep parsing and evaluation bounded: text length, number of nodes, nesting depth,
 literal exponent magnitude, no power inside an exponent (so no ``9**9**9``), and constant powers
-must fit in a float (so no ``((9**10)**10)**10...``).
+must fit in a float (so no ``((9**10)**10)**10...``). sympy folds constants as it builds the tree, so
+constants are bounded too: every constant must fit in a float64, and ``exp``, ``sinh`` and ``cosh``
+of a constant beyond +-709 (where float64 overflows) are refused before sympy computes them
+(``sin(exp(exp(20.0)))`` would otherwise take minutes and gigabytes). Anything sympy still cannot
+represent is an ExpressionError, never another exception.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MAX_EXPONENT = 10
 MAX_INTEGER = 10**15  # larger integer literals must be written as floats (1e20): exact big-int arithmetic is slow
 # log10 of the largest constant a power of two numbers may produce (float64 tops out near 1e308).
 MAX_CONSTANT_LOG10 = 308
+MAX_EXP_ARGUMENT = 709.0  # exp(709) ~ 8e307: beyond it exp, sinh and cosh leave float64
 
 FUNCTIONS: dict[str, sympy.FunctionClass] = {
     "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan,
@@ -112,7 +117,13 @@ def parse(text: str, variables: Sequence[str]) -> sympy.Expr:
     source = text.strip()
     _check_size(tree.body, source)
     symbols = {name: sympy.Symbol(name) for name in variables}
-    return _Translator(source, symbols).convert(tree.body)
+    try:
+        return _Translator(source, symbols).convert(tree.body)
+    except ExpressionError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, MemoryError, RecursionError) as exc:
+        # sympy folds constants eagerly; a constant it cannot represent is the expression's fault
+        raise ExpressionError(f"the expression's constants cannot be evaluated ({type(exc).__name__})") from None
 
 
 def compile_numpy(expr: sympy.Expr, variables: Sequence[str]) -> Callable[[np.ndarray], np.ndarray]:
@@ -164,6 +175,15 @@ def _contains_power(node: ast.AST) -> bool:
     return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow) for n in ast.walk(node))
 
 
+_EXPONENTIAL = (sympy.exp, sympy.sinh, sympy.cosh)
+
+
+def _magnitude(constant: sympy.Expr) -> float:
+    """|constant| as a float (inf when it is beyond float64); the constant's parts are bounded already."""
+    real, imag = constant.evalf(15).as_real_imag()
+    return max(abs(float(real)), abs(float(imag)))
+
+
 def _log10_abs(number: sympy.Number) -> float:
     if number.is_Rational:
         return math.log10(abs(int(number.p))) - math.log10(int(number.q))
@@ -184,6 +204,8 @@ class _Translator:
         result = self._convert(node)
         if result.has(*_UNDEFINED):
             raise self.fail("undefined (a division by zero or an infinite value)", node)
+        if result.is_Number and result != 0 and _log10_abs(result) > MAX_CONSTANT_LOG10:
+            raise self.fail("constant too large", node)
         return result
 
     def _convert(self, node: ast.AST) -> sympy.Expr:
@@ -257,4 +279,7 @@ class _Translator:
             raise self.fail("keyword arguments are not allowed", node)
         if len(node.args) != 1:
             raise self.fail(f"function {name!r} takes exactly one argument", node)
-        return function(self.convert(node.args[0]))
+        argument = self.convert(node.args[0])
+        if function in _EXPONENTIAL and argument.is_number and _magnitude(argument) > MAX_EXP_ARGUMENT:
+            raise self.fail(f"constant too large: {name} of a constant beyond +-{MAX_EXP_ARGUMENT:g}", node)
+        return function(argument)
