@@ -457,12 +457,28 @@ class _SplineEdges(torch.autograd.Function):
         backward:  dWt = dy^T F^T,   dF = Wt^T dy^T + (dCov + dCov^T) Fc / (B - 1),
                    dx = sum_k dF/dx_k * dF_k
 
-    Saved: F (centred in place after the product when the covariance is asked for, with its mean:
-    centring first keeps the covariance accurate in float32, and ``dWt`` adds the mean back),
-    dF/dx and Wt. As one node, the backward builds ``dF`` in one buffer it owns (the covariance
-    term added in place, the product with dF/dx taken in place) instead of autograd's separate,
-    summed gradient buffers: on CPUs, fresh large tensors (page faults) cost as much as the
-    arithmetic. Inputs: ``xt (I, B)``, ``wt (O, I, K+1)``.
+    Saved: F, dF/dx, Wt and, when the covariance is asked for, F's float64 mean. In float64, F is
+    centred in place after the product (centring first keeps the covariance accurate; ``dWt``
+    adds the mean back); in float32, F is kept as is and the backward recentres a float64 copy
+    (the same memory as float64 training, and no float32 rounding of Fc).
+
+    Precision: ``Cov`` is accumulated, and returned, in float64 whatever the input dtype, and the
+    covariance term of ``dF`` is computed in float64 before it is cast back (see `_std_from_cov`
+    for the variance). The regulariser needs ``var = w^T Cov w`` of edges that are nearly dead:
+    there ``w`` is large against the output's variation (the B-splines sum to 1, so a nearly
+    constant spline is a large ``w`` nearly in Cov's null space) and the quadratic form cancels
+    ~8 digits. In float32 that leaves noise: the variance of such an edge flipped between < 0
+    (floored) and ~3e-8 where the true value is ~2e-9, the objective became non-smooth in the
+    parameters, and LBFGS's line search failed from then on (the float32 seed example stalled
+    and solved 2/5 seeds instead of 5/5). Products of float32 numbers are exact in float64, so
+    the float64 ``Cov`` of the float64-centred features loses nothing (float32 centring cost 2 of
+    the 5 recovered seeds again). In float64 the casts are no-ops; in float32 the cost is two
+    float64 copies of F and two ``(I, K+1, K+1) x (K+1, B)``-sized products in float64 (the
+    ``(O, B)`` outputs and ``dWt``, the big products, stay in the input dtype), no ``(B, I, O)``.
+
+    As one node, the backward builds ``dF`` in one buffer it owns (the covariance term added in
+    place, the product with dF/dx taken in place) instead of autograd's separate, summed gradient
+    buffers: on CPUs, fresh large tensors (page faults) cost as much as the arithmetic. Inputs: ``xt (I, B)``, ``wt (O, I, K+1)``.
     """
 
     @staticmethod
@@ -472,10 +488,11 @@ class _SplineEdges(torch.autograd.Function):
         I, K1, B = feats.shape
         yt = wt.reshape(wt.shape[0], -1) @ feats.view(I * K1, B)  # (O, B)
         mean = None
-        if with_cov:
-            mean = feats.mean(-1, keepdim=True)  # (I, K+1, 1)
-            fc = feats.sub_(mean)  # centred in place: the backward works with Fc and the mean
-            cov = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
+        if with_cov:  # centred and accumulated in float64, see the class docstring
+            f64 = feats.to(torch.float64)  # feats itself in float64, a copy in float32
+            mean = f64.mean(-1, keepdim=True)  # (I, K+1, 1), float64
+            fc64 = f64.sub_(mean)  # float64: feats centred in place, the backward uses Fc and the mean
+            cov = torch.baddbmm(fc64.new_empty(()), fc64, fc64.transpose(1, 2), beta=0, alpha=1 / (B - 1))
         else:
             cov = feats.new_empty(0)
             ctx.mark_non_differentiable(cov)
@@ -485,12 +502,13 @@ class _SplineEdges(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_yt, grad_cov):  # (O, B), (I, K+1, K+1); None when unused
-        feats, dfdx, wt, mean = ctx.saved_tensors  # feats is centred (Fc) when mean is not None
+        feats, dfdx, wt, mean = ctx.saved_tensors
+        centred = mean is not None and mean.dtype == feats.dtype  # float64: feats holds Fc
         I, K1, B = feats.shape
         grad_xt = grad_wt = None
         if ctx.needs_input_grad[1] and grad_yt is not None:
             grad_wt = grad_yt @ feats.view(I * K1, B).T  # (O, I*(K+1))
-            if mean is not None:  # F = Fc + mean
+            if centred:  # F = Fc + mean
                 grad_wt += grad_yt.sum(1, keepdim=True) * mean.view(1, -1)
             grad_wt = grad_wt.view(wt.shape)
         if ctx.needs_input_grad[0]:
@@ -498,8 +516,12 @@ class _SplineEdges(torch.autograd.Function):
                 gf = (wt.reshape(wt.shape[0], -1).T @ grad_yt).view(I, K1, B)
             else:
                 gf = torch.zeros_like(feats)
-            if grad_cov is not None:
-                gf.baddbmm_((grad_cov + grad_cov.transpose(1, 2)).div_(B - 1), feats)
+            if grad_cov is not None:  # float64 like cov: dCov Fc cancels as w^T Cov w does
+                gcov = (grad_cov + grad_cov.transpose(1, 2)).div_(B - 1)
+                if centred:
+                    gf.baddbmm_(gcov, feats)
+                else:  # float32: Fc recentred in float64, the product cast back
+                    gf += torch.bmm(gcov, feats.to(torch.float64).sub_(mean)).to(gf.dtype)
             grad_xt = gf.mul_(dfdx).sum(1)  # (I, B)
         return grad_xt, grad_wt, None, None, None, None
 
@@ -507,13 +529,17 @@ class _SplineEdges(torch.autograd.Function):
 def _std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     """Std of the edge outputs ``F_i . w_ij`` from ``cov (I, K+1, K+1)``, ``wt (O, I, K+1)``: ``(I, O)``.
 
-    ``var_ij = w_ij^T Cov_i w_ij``, floored at the smallest normal number before the square root:
-    an edge of constant output (masked, symbolic, or a constant input) gets std ~1e-154 (float64)
-    or ~1e-19 (float32) and a zero, not infinite, gradient.
+    ``var_ij = w_ij^T Cov_i w_ij``, floored at the smallest normal number of ``wt``'s dtype before
+    the square root: an edge of constant output (masked, symbolic, or a constant input) gets std
+    ~1e-154 (float64) or ~1e-19 (float32) and a zero, not infinite, gradient.
+
+    The quadratic form is evaluated in float64 (``cov`` comes in float64 from `_SplineEdges`) and
+    only the std is cast back to ``wt``'s dtype: for a nearly dead edge the sum cancels most of
+    its digits (see `_SplineEdges`), which float32 does not have. ``(I, O, K+1)``-sized, cheap.
     """
-    w = wt.transpose(0, 1)  # (I, O, K+1)
+    w = wt.transpose(0, 1).to(cov.dtype)  # (I, O, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)
-    return var.clamp_min(torch.finfo(var.dtype).tiny).sqrt()
+    return var.clamp_min(torch.finfo(wt.dtype).tiny).sqrt().to(wt.dtype)
 
 
 def _cache_key(t: torch.Tensor) -> tuple[int, int] | None:
