@@ -470,15 +470,17 @@ class _SplineEdges(torch.autograd.Function):
     ~8 digits. In float32 that leaves noise: the variance of such an edge flipped between < 0
     (floored) and ~3e-8 where the true value is ~2e-9, the objective became non-smooth in the
     parameters, and LBFGS's line search failed from then on (the float32 seed example stalled
-    and solved 2/5 seeds instead of 5/5). Products of float32 numbers are exact in float64, so
-    the float64 ``Cov`` of the float64-centred features loses nothing (float32 centring cost 2 of
-    the 5 recovered seeds again). In float64 the casts are no-ops; in float32 the cost is two
-    float64 copies of F and two ``(I, K+1, K+1) x (K+1, B)``-sized products in float64 (the
-    ``(O, B)`` outputs and ``dWt``, the big products, stay in the input dtype), no ``(B, I, O)``.
+    and solved 2/5 seeds instead of 5/5). float64 leaves ~8 digits after the cancellation. The
+    centring matters too: with F centred in float32 and only Cov in float64, the seed example
+    solved 3/5 seeds; centred in float64, 4/5. In float64 the casts are no-ops; in float32 the
+    cost is two float64 copies of F and two ``(I, K+1, K+1) x (K+1, B)``-sized products in
+    float64 (the ``(O, B)`` outputs and ``dWt``, the big products, stay in the input dtype), and
+    no ``(B, I, O)`` tensor.
 
     As one node, the backward builds ``dF`` in one buffer it owns (the covariance term added in
     place, the product with dF/dx taken in place) instead of autograd's separate, summed gradient
-    buffers: on CPUs, fresh large tensors (page faults) cost as much as the arithmetic. Inputs: ``xt (I, B)``, ``wt (O, I, K+1)``.
+    buffers: on CPUs, fresh large tensors (page faults) cost as much as the arithmetic.
+    Inputs: ``xt (I, B)``, ``wt (O, I, K+1)``.
     """
 
     @staticmethod
