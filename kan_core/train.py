@@ -195,7 +195,8 @@ def fit(
                 pred, reg = _forward(model, x), zero
             mse = (pred - y).pow(2).mean()
             objective = mse + lamb * reg if lamb > 0 else mse
-            objective.backward()
+            if objective.requires_grad:  # a model whose edges are all masked has nothing to train
+                objective.backward()
             last["mse"], last["reg"] = mse.detach(), reg.detach()
             return objective
 

@@ -137,3 +137,15 @@ def test_bad_arguments(dataset, kw, match):
 def test_dataset_shape_mismatch(dataset):
     with pytest.raises(ValueError, match="inputs"):
         fit(KAN([3, 1]), dataset)
+
+
+@pytest.mark.parametrize("opt", ["LBFGS", "Adam"])
+def test_fit_a_model_with_every_edge_masked_is_a_no_op(dataset, opt):
+    # e.g. after a strong regulariser let prune() remove every edge: nothing depends on the weights
+    model = KAN([2, 2, 1], seed=0)
+    for layer in model.layers:
+        layer.mask.zero_()
+    before = [p.detach().clone() for p in model.parameters()]
+    history = fit(model, dataset, opt=opt, steps=3, lr=0.01)
+    assert len(history) == 3 and all(math.isfinite(v) for v in history.train_rmse)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
