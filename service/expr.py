@@ -5,7 +5,9 @@ translated node by node into a sympy expression. Only numbers, the declared vari
 constants ``pi`` and ``E``, the operators ``+ - * / **`` (and unary ``-``/``+``) and one-argument calls
 to the functions in `FUNCTIONS` are accepted; anything else (attributes, subscripts, dunder names,
 lambdas, comprehensions, keyword arguments...) raises `ExpressionError` naming the offending part.
-`eval`, `exec`, `sympify` and `parse_expr` never see the raw text.
+`eval`, `exec`, `sympify` and `parse_expr` never see the raw text. The formulas a worker stores are
+read back by the same parser (`STORED_LIMITS`: larger, and sympy's printed names), so no text from the
+database is evaluated either.
 
 Size limits keep parsing and evaluation bounded: text length, number of nodes, nesting depth,
 literal exponent magnitude, no power inside an exponent (so no ``9**9**9``), and constant powers
@@ -23,6 +25,7 @@ import keyword
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import sympy
@@ -36,6 +39,23 @@ MAX_INTEGER = 10**15  # larger integer literals must be written as floats (1e20)
 MAX_CONSTANT_LOG10 = 308
 MAX_EXP_ARGUMENT = 709.0  # exp(709) ~ 8e307: beyond it exp, sinh and cosh leave float64
 
+
+@dataclass(frozen=True)
+class Limits:
+    length: int = MAX_LENGTH
+    nodes: int = MAX_NODES
+    depth: int = MAX_DEPTH
+    exponent: float = MAX_EXPONENT
+    integer: int = MAX_INTEGER
+    sympy_names: bool = False  # also read the names sympy prints (`Abs`)
+
+
+USER_LIMITS = Limits()
+# Formulas the worker stored (sympy's printing of a trained network): larger, with integer powers
+# sympy may have merged (x**4 of x**4 is x**16), but read by the same whitelist; the depth stays
+# where the recursive translation is safe on any thread's stack.
+STORED_LIMITS = Limits(length=1_000_000, nodes=100_000, depth=200, exponent=1_000, integer=10**300, sympy_names=True)
+
 FUNCTIONS: dict[str, sympy.FunctionClass] = {
     "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan,
     "asin": sympy.asin, "acos": sympy.acos, "atan": sympy.atan,
@@ -46,6 +66,7 @@ FUNCTIONS: dict[str, sympy.FunctionClass] = {
     "exp": sympy.exp, "log": sympy.log, "ln": sympy.log, "sqrt": sympy.sqrt,
     "abs": sympy.Abs, "sign": sympy.sign, "sgn": sympy.sign,
 }
+SYMPY_NAMES: dict[str, sympy.FunctionClass] = {"Abs": sympy.Abs}  # sympy's printing of abs
 CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "E": sympy.E}
 RESERVED_NAMES = frozenset(FUNCTIONS) | frozenset(CONSTANTS)
 _UNDEFINED = (sympy.zoo, sympy.oo, -sympy.oo, sympy.nan, sympy.AccumBounds)
@@ -98,14 +119,14 @@ def is_valid_name(name: str) -> bool:
     )
 
 
-def parse(text: str, variables: Sequence[str]) -> sympy.Expr:
+def parse(text: str, variables: Sequence[str], *, limits: Limits = USER_LIMITS) -> sympy.Expr:
     """`text` as a sympy expression over `variables` (plain sympy Symbols of those names).
 
     Raises ExpressionError for anything outside the whitelist or over the size limits."""
     if not isinstance(text, str):
         raise ExpressionError("the expression must be a string")
-    if len(text) > MAX_LENGTH:
-        raise ExpressionError(f"the expression is longer than {MAX_LENGTH} characters")
+    if len(text) > limits.length:
+        raise ExpressionError(f"the expression is longer than {limits.length} characters")
     if not text.strip():
         raise ExpressionError("the expression is empty")
     try:
@@ -113,12 +134,12 @@ def parse(text: str, variables: Sequence[str]) -> sympy.Expr:
     except SyntaxError as exc:
         raise ExpressionError(f"syntax error: {exc.msg}", (exc.text or "").strip()[:60] or None) from None
     except (RecursionError, MemoryError, ValueError):
-        raise ExpressionError(f"the expression is nested too deeply (at most {MAX_DEPTH} levels)") from None
+        raise ExpressionError(f"the expression is nested too deeply (at most {limits.depth} levels)") from None
     source = text.strip()
-    _check_size(tree.body, source)
+    _check_size(tree.body, source, limits)
     symbols = {name: sympy.Symbol(name) for name in variables}
     try:
-        return _Translator(source, symbols).convert(tree.body)
+        return _Translator(source, symbols, limits).convert(tree.body)
     except ExpressionError:
         raise
     except (ArithmeticError, ValueError, TypeError, MemoryError, RecursionError) as exc:
@@ -149,7 +170,7 @@ def compile_numpy(expr: sympy.Expr, variables: Sequence[str]) -> Callable[[np.nd
     return evaluate
 
 
-def _check_size(root: ast.AST, source: str) -> None:
+def _check_size(root: ast.AST, source: str, limits: Limits) -> None:
     """Node count and nesting depth, computed iteratively so hostile input cannot overflow the stack."""
     count = 0
     stack: list[tuple[ast.AST, int]] = [(root, 1)]
@@ -157,11 +178,11 @@ def _check_size(root: ast.AST, source: str) -> None:
         node, depth = stack.pop()
         if isinstance(node, ast.expr):
             count += 1
-            if count > MAX_NODES:
-                raise ExpressionError(f"the expression has more than {MAX_NODES} terms")
-            if depth > MAX_DEPTH:
+            if count > limits.nodes:
+                raise ExpressionError(f"the expression has more than {limits.nodes} terms")
+            if depth > limits.depth:
                 raise ExpressionError(
-                    f"the expression is nested too deeply (at most {MAX_DEPTH} levels)", _segment(source, node)
+                    f"the expression is nested too deeply (at most {limits.depth} levels)", _segment(source, node)
                 )
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
@@ -191,9 +212,11 @@ def _log10_abs(number: sympy.Number) -> float:
 
 
 class _Translator:
-    def __init__(self, source: str, symbols: dict[str, sympy.Symbol]):
+    def __init__(self, source: str, symbols: dict[str, sympy.Symbol], limits: Limits):
         self.source = source
         self.symbols = symbols
+        self.limits = limits
+        self.functions = {**FUNCTIONS, **SYMPY_NAMES} if limits.sympy_names else FUNCTIONS
 
     def fail(self, message: str, node: ast.AST) -> ExpressionError:
         return ExpressionError(message, _segment(self.source, node))
@@ -228,7 +251,7 @@ class _Translator:
     def constant(self, node: ast.Constant) -> sympy.Expr:
         value = node.value
         if type(value) is int:
-            if value > MAX_INTEGER:
+            if value > self.limits.integer:
                 raise self.fail("integer too large (write large numbers as floats, e.g. 1e20)", node)
             return sympy.Integer(value)
         if type(value) is float:
@@ -245,7 +268,7 @@ class _Translator:
             return self.symbols[name]
         if name in CONSTANTS:
             return CONSTANTS[name]
-        if name in FUNCTIONS:
+        if name in self.functions:
             raise self.fail(f"function {name!r} must be called with one argument", node)
         raise self.fail("unknown name (declare it as a variable)", node)
 
@@ -262,8 +285,9 @@ class _Translator:
             raise self.fail("powers inside an exponent (power towers) are not allowed", node)
         base, exponent = self.convert(node.left), self.convert(node.right)
         if exponent.is_Number:
-            if abs(exponent) > MAX_EXPONENT:
-                raise self.fail(f"exponents must be between -{MAX_EXPONENT} and {MAX_EXPONENT}", node)
+            if abs(exponent) > self.limits.exponent:
+                raise self.fail(f"exponents must be between -{self.limits.exponent:g} and {self.limits.exponent:g}",
+                                node)
             if base.is_Number and base != 0 and abs(float(exponent)) * _log10_abs(base) > MAX_CONSTANT_LOG10:
                 raise self.fail("constant too large", node)
         return sympy.Pow(base, exponent)
@@ -272,7 +296,7 @@ class _Translator:
         if not isinstance(node.func, ast.Name):
             raise self.fail("only calls of named functions are allowed", node)
         name = node.func.id
-        function = FUNCTIONS.get(name)
+        function = self.functions.get(name)
         if function is None:
             raise self.fail(f"function {name!r} is not allowed (allowed: {', '.join(sorted(FUNCTIONS))})", node)
         if node.keywords:

@@ -31,6 +31,8 @@ from kan_core import plot as kan_plot
 from kan_core.model import KAN
 from service import datasets
 from service.errors import Conflict, InvalidInput, NotFound
+from service.expr import STORED_LIMITS
+from service.expr import parse as parse_expression
 from service.models import Dataset, Job, JobStatus, Model
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.models import PredictMode
@@ -259,8 +261,10 @@ def _compile(expr: sympy.Expr, variables: Sequence[str]) -> Callable[..., Any]:
 
 
 def _parse(text: str, variables: Sequence[str]) -> sympy.Expr:
-    # every variable a plain symbol, even names sympy would read as constants or functions (E, S, beta)
-    return sympy.parse_expr(text, local_dict={v: sympy.Symbol(v) for v in variables})
+    """A stored formula (sympy's printing, written by the worker) read back by the same whitelist
+    parser as client formulas, with room for larger expressions: stored text is never evaluated.
+    Every variable is a plain symbol, even a name sympy would read as a constant (E, S, beta)."""
+    return parse_expression(text, variables, limits=STORED_LIMITS)
 
 
 def fit_metrics(y_hat: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:

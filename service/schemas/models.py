@@ -24,7 +24,7 @@ class PredictMode(str, enum.Enum):
 class FormulaOut(BaseModel):
     output: int = Field(description="Output column index.")
     name: str | None = Field(None, description="The dataset's name for this output column.")
-    text: str = Field(description="sympy expression, parseable by sympy.parse_expr with the `variables` as symbols.")
+    text: str = Field(description="sympy expression over the `variables` (sympy's printing: `Abs`, `**`, `pi`, `E`).")
     latex: str
     complexity: int | None = None
     variables: list[str] = Field(description="Input symbols, in input-column order.")
