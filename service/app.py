@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from service import migrate
 from service.api.deps import ReadScope, SingleValuedQuery
 from service.api.middleware import BodySizeLimitMiddleware
-from service.api.routes import datasets, health, jobs, models
+from service.api.routes import datasets, discoveries, health, jobs, models
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.errors import install_exception_handlers
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
-    for module in (datasets, jobs, models):  # every /v1 route needs a key (when auth is on); writes say so
+    for module in (datasets, jobs, models, discoveries):  # every /v1 route needs a key (when auth is on); writes say so
         app.include_router(module.router, prefix="/v1", dependencies=[ReadScope, SingleValuedQuery],
                            responses=problem_responses(401, 403))
     return app

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_grid: int = Field(200, ge=1, description="Largest spline grid (intervals).")
     max_steps: int = Field(20_000, ge=1, description="Most training steps in one stage.")
     max_predict_rows: int = Field(100_000, ge=1, description="Most rows in one predict request.")
+    max_discovery_candidates: int = Field(64, ge=1, description="Most candidate pipelines one discovery may try.")
+    max_discovery_seconds: float = Field(3600.0, gt=0, description="Longest time budget of one discovery.")
+    max_batch_items: int = Field(100, ge=1, description="Most datasets in one batch.")
 
     # authentication and rate limits (per API key, or per tenant when authentication is off; per API process)
     auth_enabled: bool = Field(

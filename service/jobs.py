@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from service import datasets, idempotency
 from service.config import Settings
 from service.db import session_scope
-from service.errors import Conflict, InvalidInput
+from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import new_id
 from service.models import Job, JobKind, JobStatus, Model, Worker, utcnow
 from service.schemas.common import decode_cursor, split_page
@@ -179,8 +179,12 @@ def create_symbolic_job(
 
 
 def get_job(session: Session, tenant: str, job_id: str, *, with_history: bool = False) -> Job:
+    """A pipeline job (train, symbolic, candidate); discovery jobs are /v1/discoveries' (service.discovery)."""
     options = [] if with_history else [defer(Job.history)]
-    return get_owned(session, Job, tenant, job_id, resource="job", options=options, populate_existing=True)
+    job = get_owned(session, Job, tenant, job_id, resource="job", options=options, populate_existing=True)
+    if job.kind is JobKind.discovery:
+        raise NotFound("job", job_id)
+    return job
 
 
 def model_ids(session: Session, job_ids: Sequence[str]) -> dict[str, str]:
@@ -203,7 +207,7 @@ def list_jobs(
     session: Session, tenant: str, *, status: JobStatus | None, limit: int, cursor: str | None
 ) -> tuple[list[JobPublic], str | None]:
     """Newest first; `cursor` continues after the last job of the previous page."""
-    stmt = owned(select(Job).options(defer(Job.history)), Job, tenant)
+    stmt = owned(select(Job).options(defer(Job.history)), Job, tenant).where(Job.kind != JobKind.discovery)
     if status is not None:
         stmt = stmt.where(Job.status == status)
     if (after := decode_cursor(cursor)) is not None:

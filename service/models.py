@@ -50,6 +50,8 @@ class Scope(str, enum.Enum):
 class JobKind(str, enum.Enum):
     train = "train"          # the staged pipeline on a dataset
     symbolic = "symbolic"    # fix / auto-symbolic + retrain on an existing model -> derived model
+    discovery = "discovery"  # a formula search: never claimed by a worker, advanced as its candidates finish
+    candidate = "candidate"  # one pipeline of a discovery (parent_job_id), run like a train job
 
 
 class Dataset(Base):
@@ -79,6 +81,8 @@ class Job(Base):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), index=True)
     # no foreign key: models reference jobs, and a cycle of constraints cannot be created on SQLite
     parent_model_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # a candidate's discovery job (no foreign key, as above)
+    parent_job_id: Mapped[str | None] = mapped_column(String(40), index=True)
     config: Mapped[dict[str, Any]]  # validated JobCreate.model_dump(): model + pipeline stages
     queue: Mapped[str] = mapped_column(String(16), default="cpu")  # cpu | gpu
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
@@ -88,6 +92,8 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # stage, step, steps, train/test loss
     history: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{stage, step, train_rmse, test_rmse, reg}]
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)      # {type, detail}
+    # discovery: {front, chosen, reason}; candidate: {spec} (the engine's CandidateSpec.to_dict())
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
@@ -110,6 +116,19 @@ class Model(Base):
     width: Mapped[list[Any]]
     metrics: Mapped[dict[str, Any]]      # per stage and final train/test RMSE
     formulas: Mapped[list[Any] | None] = mapped_column(JSON)  # per output: text, latex, complexity, r2, rmse
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    """Several datasets, each searched for a formula by its own discovery job. `items` keeps, in
+    request order, {index, status: accepted | rejected, dataset_id, discovery_id, problem}."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), default=DEFAULT_TENANT, index=True)
+    budget: Mapped[dict[str, Any]]
+    items: Mapped[list[Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

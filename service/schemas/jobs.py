@@ -262,6 +262,7 @@ class JobPublic(BaseModel):
     queue: str = Field(description="cpu | gpu")
     dataset_id: str
     parent_model_id: str | None = Field(None, description="The model a `symbolic` job derives from.")
+    parent_job_id: str | None = Field(None, description="The discovery a `candidate` job belongs to.")
     model_id: str | None = Field(None, description="The model the job made, once it succeeded.")
     config: PipelineSpec
     progress: JobProgress | None = None

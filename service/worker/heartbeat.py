@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import dispatch, jobs
+from service import discovery, dispatch, jobs
 from service.config import Settings
 from service.db import session_scope
 from service.executors.base import Executor
@@ -77,6 +77,7 @@ class Heartbeat:
                 log.warning("worker %s was presumed dead; registering again", self.worker_id)
                 self._register()
             jobs.reap(session, self.settings)
+            discovery.advance_all(session, self.settings)  # deadlines of discoveries
             dispatch.redispatch(session, self.settings, self.executor)
 
     def _run(self) -> None:

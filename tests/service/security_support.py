@@ -13,7 +13,7 @@ from kan_core import io as kan_io
 from kan_core.model import KAN
 from service import auth
 from service.ids import new_id
-from service.models import Job, JobKind, JobStatus, Model, Scope
+from service.models import Batch, Job, JobKind, JobStatus, Model, Scope
 from service.schemas.jobs import JobCreate
 
 
@@ -35,6 +35,8 @@ class TenantData:
     job_id: str          # succeeded, made model_id
     queued_job_id: str   # still queued (cancellable)
     model_id: str
+    discovery_id: str = ""  # running, no candidates (cancellable)
+    batch_id: str = ""
 
 
 def seed_tenant(factory: sessionmaker[Session], tenant: str, *, seed: int = 0) -> TenantData:
@@ -50,4 +52,11 @@ def seed_tenant(factory: sessionmaker[Session], tenant: str, *, seed: int = 0) -
         session.flush()
         session.add(Model(id=model_id, tenant_id=tenant, job_id=job_id, dataset_id=dataset_id, kan_config=config,
                           weights=weights, width=[2, 2, 1], metrics={"final": {"train_rmse": 0.1, "test_rmse": 0.1}}))
-    return TenantData(tenant, dataset_id, job_id, queued_id, model_id)
+    discovery_id, batch_id = new_id("dsc"), new_id("bat")
+    with factory() as session, session.begin():
+        session.add(Job(id=discovery_id, tenant_id=tenant, kind=JobKind.discovery, dataset_id=dataset_id,
+                        status=JobStatus.running, config={"budget": {"max_candidates": 1, "max_seconds": 60},
+                                                          "options": {"seed": 0}}))
+        session.add(Batch(id=batch_id, tenant_id=tenant, budget={"max_candidates": 1, "max_seconds": 60}, items=[
+            {"index": 0, "status": "accepted", "dataset_id": dataset_id, "discovery_id": discovery_id, "problem": None}]))
+    return TenantData(tenant, dataset_id, job_id, queued_id, model_id, discovery_id, batch_id)

@@ -17,12 +17,14 @@ from security_support import TenantData, bearer, make_key, seed_tenant
 from service.config import Settings
 
 # how to fill each path parameter from a tenant's data; a route with another parameter fails below
-PATH_PARAMETERS = {"dataset_id": "dataset_id", "job_id": "queued_job_id", "model_id": "model_id"}
+PATH_PARAMETERS = {"dataset_id": "dataset_id", "job_id": "queued_job_id", "model_id": "model_id",
+                   "discovery_id": "discovery_id", "batch_id": "batch_id"}
 # a valid body for every route that takes one, so that only the foreign id can make the request fail
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/models/{model_id}/predict"): {"inputs": [[0.1, 0.2]]},
     ("POST", "/v1/models/{model_id}/symbolic"): {"fixes": [{"layer": 0, "in": 0, "out": 0, "function": "sin"}],
                                                    "auto": False, "retrain": None},
+    ("POST", "/v1/discoveries/{discovery_id}/cancel"): {},
 }
 
 
@@ -76,7 +78,7 @@ def test_the_app_has_the_routes_this_test_expects(app: FastAPI) -> None:
     routes = id_routes(app)
     assert len(routes) >= 15, routes  # the enumeration found the routers (a broken prefix would find none)
     for _, path in routes:
-        fill(path, TenantData("x", "ds", "job", "job", "mdl"))  # every parameter is known
+        fill(path, TenantData("x", "ds", "job", "job", "mdl", "dsc", "bat"))  # every parameter is known
     posts = [(m, p) for m, p in routes if m == "POST" and p.endswith("}")]
     assert set(posts) <= set(BODIES), "a POST route on an id needs an entry in BODIES"
 
@@ -87,13 +89,14 @@ def test_every_route_with_another_tenants_id_is_404(app: FastAPI, client: TestCl
         response = call(client, method, path, globex, keys["acme"])
         body = assert_problem(response, 404)
         assert body["type"].endswith("/not-found"), (method, path, body)
-        for secret in (globex.dataset_id, globex.model_id, globex.queued_job_id):
+        for secret in (globex.dataset_id, globex.model_id, globex.queued_job_id, globex.discovery_id, globex.batch_id):
             if secret not in fill(path, globex):  # the answer names only the id that was asked for
                 assert secret not in response.text, (method, path)
     # nothing of globex's was touched: its owner still reaches all of it, and its queued job is still queued
     for path in (f"/v1/datasets/{globex.dataset_id}", f"/v1/jobs/{globex.queued_job_id}", f"/v1/models/{globex.model_id}"):
         assert client.get(path, headers=keys["globex"]).status_code == 200, path
     assert client.get(f"/v1/jobs/{globex.queued_job_id}", headers=keys["globex"]).json()["status"] == "queued"
+    assert client.get(f"/v1/discoveries/{globex.discovery_id}", headers=keys["globex"]).json()["status"] == "running"
 
 
 def test_the_same_routes_work_for_the_owner(app: FastAPI, client: TestClient, tenants, keys) -> None:
@@ -118,7 +121,8 @@ def test_listings_and_filters_show_only_the_callers_rows(app: FastAPI, client: T
         response = client.get(path, headers=keys["acme"])
         assert response.status_code == 200, path
         ids = {item["id"] for item in response.json()["items"]}
-        assert ids and ids <= {acme.dataset_id, acme.job_id, acme.queued_job_id, acme.model_id}, (path, ids)
+        assert ids and ids <= {acme.dataset_id, acme.job_id, acme.queued_job_id, acme.model_id, acme.discovery_id}, \
+            (path, ids)
     for query in ({"dataset_id": globex.dataset_id}, {"job_id": globex.job_id}):
         assert client.get("/v1/models", params=query, headers=keys["acme"]).json()["items"] == []
 

@@ -1,0 +1,368 @@
+"""Formula discovery, no HTTP: a discovery is a parent job (kind `discovery`) whose candidate
+pipelines run as child jobs (kind `candidate`, Job.parent_job_id) through the normal queue, so local
+and Celery workers share them. The parent never holds a worker: it is created `running` (claims only
+take `queued` jobs) and is advanced event-driven by `advance_discovery`, which the worker calls right
+after it finishes a candidate and every worker's heartbeat calls for every running discovery (the
+deadline). It ends the search when every candidate is final, the deadline passed, a candidate is good
+enough, or a cancel was asked; then cancels the remaining candidates and stores the Pareto front
+(complexity vs test RMSE of each candidate's formula) and the chosen formula on the parent, with a
+compare-and-set on the parent's status, so two workers finishing candidates at once end it once.
+
+Batches create, per item, a dataset (service.datasets) and a discovery; a bad item is rejected with a
+problem naming its field while the others proceed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, defer
+
+from service import datasets, jobs
+from service.config import Settings
+from service.errors import PROBLEM_BASE, Conflict, InvalidInput, NotFound, ServiceError
+from service.ids import new_id
+from service.models import Batch, Dataset, Job, JobKind, JobStatus, Model, utcnow
+from service.schemas.common import decode_cursor, split_page
+from service.schemas.datasets import DatasetCreateArrays, DatasetCreateSynthetic
+from service.schemas.jobs import ModelSpec, PipelineSpec
+from service.schemas.discoveries import (
+    BatchCreate,
+    BatchItemPublic,
+    BatchPublic,
+    Budget,
+    CandidateJob,
+    DiscoveryCreate,
+    DiscoveryOptions,
+    DiscoveryPublic,
+    DiscoverySummary,
+    FrontPoint,
+)
+from service.tenancy import get_owned, owned
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine (kan_core.discovery): candidates in, front and choice out
+
+
+def _fallback_candidates(dataset: Dataset, n: int, seed: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Until kan_core.discovery lands: the seed pipeline over hidden widths and seeds."""
+    n_in, n_out = len(dataset.feature_names), len(dataset.target_names)
+    specs = [{"hidden": h, "seed": seed + s} for s in range(n) for h in (2, 3, 1, 5)][:n]
+    return [(spec, PipelineSpec(model=ModelSpec(width=[n_in, spec["hidden"], n_out], seed=spec["seed"])).pipeline_dict())
+            for spec in specs]
+
+
+def candidate_specs(settings: Settings, dataset: Dataset, budget: Budget,
+                    options: DiscoveryOptions) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(spec dict, pipeline dict) per candidate, most promising first, at most budget.max_candidates.
+    `options.train_steps` overrides the steps of every training stage."""
+    pairs = _fallback_candidates(dataset, budget.max_candidates, options.seed)
+    if options.train_steps is not None:
+        if options.train_steps > settings.max_steps:
+            raise InvalidInput(f"at most {settings.max_steps} steps per stage, got {options.train_steps}",
+                               field="options.train_steps")
+        for _, pipeline in pairs:
+            for stage in pipeline["stages"]:
+                if stage["kind"] == "train":
+                    stage["steps"] = options.train_steps
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------------
+# create, read, list, cancel
+
+
+def check_budget(settings: Settings, budget: Budget, where: str = "budget") -> Budget:
+    """The budget within the deployment's caps: defaults are lowered to them, explicit values past them
+    are refused."""
+    budget = budget.model_copy(update={
+        name: min(getattr(budget, name), cap) for name, cap in (
+            ("max_candidates", settings.max_discovery_candidates), ("max_seconds", settings.max_discovery_seconds))
+        if name not in budget.model_fields_set})
+    if budget.max_candidates > settings.max_discovery_candidates:
+        raise InvalidInput(f"at most {settings.max_discovery_candidates} candidates, got {budget.max_candidates}",
+                           field=f"{where}.max_candidates")
+    if budget.max_seconds > settings.max_discovery_seconds:
+        raise InvalidInput(f"at most {settings.max_discovery_seconds:g} s, got {budget.max_seconds:g}",
+                           field=f"{where}.max_seconds")
+    return budget
+
+
+def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: Dataset, budget: Budget,
+                   options: DiscoveryOptions) -> tuple[Job, list[Job]]:
+    """The parent and its candidate jobs, added to the session (not committed)."""
+    now = utcnow()
+    parent = Job(id=new_id("dsc"), tenant_id=tenant, kind=JobKind.discovery, dataset_id=dataset.id,
+                 config={"budget": budget.model_dump(mode="json"), "options": options.model_dump(mode="json")},
+                 status=JobStatus.running, started_at=now, created_at=now)
+    children = [
+        Job(id=new_id("job"), tenant_id=tenant, kind=JobKind.candidate, dataset_id=dataset.id, parent_job_id=parent.id,
+            config=pipeline, result={"spec": spec}, queue=jobs.queue_for(pipeline["model"].get("device", "cpu")))
+        for spec, pipeline in candidate_specs(settings, dataset, budget, options)
+    ]
+    if not children:
+        raise InvalidInput("the engine proposed no candidate for this dataset", field="dataset_id")
+    parent.progress = {"candidates_done": 0, "candidates_total": len(children), "best": None}
+    session.add(parent)
+    session.add_all(children)
+    return parent, children
+
+
+def create_discovery(session: Session, settings: Settings, tenant: str, body: DiscoveryCreate) -> tuple[Job, list[Job]]:
+    """Queue a discovery on a dataset: the parent job and its candidates (to be dispatched)."""
+    budget = check_budget(settings, body.budget)
+    dataset = datasets.get_dataset(session, tenant, body.dataset_id)
+    parent, children = _add_discovery(session, settings, tenant, dataset, budget, body.options)
+    session.commit()
+    log.info("discovery %s: %d candidate(s) queued for dataset %s", parent.id, len(children), dataset.id)
+    return parent, children
+
+
+def get_discovery(session: Session, tenant: str, discovery_id: str) -> Job:
+    job = get_owned(session, Job, tenant, discovery_id, resource="discovery", options=[defer(Job.history)],
+                    populate_existing=True)
+    if job.kind is not JobKind.discovery:
+        raise NotFound("discovery", discovery_id)
+    return job
+
+
+def _children(session: Session, parent_id: str) -> list[Job]:
+    return list(session.scalars(
+        select(Job).options(defer(Job.history)).where(Job.parent_job_id == parent_id).order_by(Job.id)
+    ).all())
+
+
+def public(session: Session, job: Job) -> DiscoveryPublic:
+    result = job.result or {}
+    return DiscoveryPublic(
+        id=job.id, status=job.status, dataset_id=job.dataset_id, budget=job.config["budget"],
+        options=job.config["options"], progress=job.progress, front=result.get("front", []),
+        chosen=result.get("chosen"), reason=result.get("reason"), error=job.error,
+        candidates=[CandidateJob(job_id=c.id, status=c.status) for c in _children(session, job.id)],
+        created_at=job.created_at, finished_at=job.finished_at,
+    )
+
+
+def list_discoveries(session: Session, tenant: str, *, limit: int, cursor: str | None) -> tuple[list[DiscoverySummary], str | None]:
+    """Newest first; `cursor` continues after the last discovery of the previous page."""
+    stmt = owned(select(Job).options(defer(Job.history)), Job, tenant).where(Job.kind == JobKind.discovery)
+    if (after := decode_cursor(cursor)) is not None:
+        stmt = stmt.where(Job.id < after)
+    rows, next_cursor = split_page(session.scalars(stmt.order_by(Job.id.desc()).limit(limit + 1)).all(), limit)
+    return [DiscoverySummary(id=j.id, status=j.status, dataset_id=j.dataset_id, chosen=(j.result or {}).get("chosen"),
+                             created_at=j.created_at, finished_at=j.finished_at) for j in rows], next_cursor
+
+
+def _cancel_children(session: Session, parent_id: str, now: datetime) -> None:
+    """Queued candidates are cancelled at once, running ones asked to stop (their worker marks them)."""
+    session.execute(update(Job).where(Job.parent_job_id == parent_id, Job.status == JobStatus.queued)
+                    .values(status=JobStatus.cancelled, cancel_requested=True, finished_at=now))
+    session.execute(update(Job).where(Job.parent_job_id == parent_id, Job.status == JobStatus.running)
+                    .values(cancel_requested=True))
+
+
+def cancel_discovery(session: Session, settings: Settings, tenant: str, discovery_id: str) -> Job:
+    """Cancel a discovery and all its candidates; Conflict when it already ended."""
+    job = get_discovery(session, tenant, discovery_id)
+    asked = session.execute(update(Job).where(Job.id == job.id, Job.status == JobStatus.running)
+                            .values(cancel_requested=True)).rowcount
+    session.commit()
+    if not asked:
+        raise Conflict(f"discovery {job.id!r} is already {job.status.value}; only running discoveries can be cancelled",
+                       job_status=job.status.value)
+    advance_discovery(session, settings, job.id)
+    return get_discovery(session, tenant, discovery_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# advancing a discovery (workers)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _point(child: Job, model: Model) -> dict[str, Any] | None:
+    """A candidate's formula as a front point; None when its model has no formula (some edge stayed a spline)."""
+    formulas = model.formulas or []
+    if not formulas or any(f.get("rmse") is None for f in formulas):
+        return None
+    r2s = [f.get("r2") for f in formulas]
+    return FrontPoint(
+        complexity=sum(int(f["complexity"]) for f in formulas), test_rmse=max(float(f["rmse"]) for f in formulas),
+        r2=None if None in r2s else min(r2s), formula="\n".join(f["text"] for f in formulas),
+        latex=r" \\ ".join(f["latex"] for f in formulas), model_id=model.id, job_id=child.id,
+        candidate=(child.result or {}).get("spec", {}),
+    ).model_dump(mode="json")
+
+
+def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The non-dominated points (no other is at most as complex and as wrong, and better in one),
+    simplest first; ties on both keep the first."""
+    front: list[dict[str, Any]] = []
+    for p in sorted(points, key=lambda q: (q["complexity"], q["test_rmse"])):
+        if not front or p["test_rmse"] < front[-1]["test_rmse"]:
+            front.append(p)
+    return front
+
+
+def choose(front: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The knee of the front: the simplest formula whose test RMSE is within 10% of the best
+    (plus a small absolute slack, so exact fits do not force the most complex one)."""
+    best = min(p["test_rmse"] for p in front)
+    return next(p for p in front if p["test_rmse"] <= best * 1.1 + 1e-6)
+
+
+def good_enough(point: dict[str, Any]) -> bool:
+    """A formula that explains the test split (R² >= 0.9999): no need to try more."""
+    return point.get("r2") is not None and point["r2"] >= 0.9999
+
+
+def advance_discovery(session: Session, settings: Settings, parent_id: str, *, now: datetime | None = None) -> bool:
+    """Move a running discovery on: record progress, or end it (see the module docstring). True when
+    this call ended it. Safe from several workers at once: the end is a compare-and-set on status."""
+    now = now or utcnow()
+    parent = session.get(Job, parent_id, options=[defer(Job.history)], populate_existing=True)
+    if parent is None or parent.kind is not JobKind.discovery or parent.status.is_final:
+        session.rollback()
+        return False
+    children = _children(session, parent_id)
+    models = {m.job_id: m for m in session.scalars(
+        select(Model).options(defer(Model.weights)).where(Model.job_id.in_([c.id for c in children])))}
+    points = [p for c in children if (m := models.get(c.id)) is not None and (p := _point(c, m)) is not None]
+    done = sum(c.status.is_final for c in children)
+    best = min(points, key=lambda p: p["test_rmse"], default=None)
+    progress = {"candidates_done": done, "candidates_total": len(children), "best": best}
+    deadline = _as_utc(parent.created_at) + timedelta(seconds=float(parent.config["budget"]["max_seconds"]))
+    if parent.cancel_requested:
+        reason = "cancelled"
+    elif any(good_enough(p) for p in points):
+        reason = "a candidate's formula was good enough"
+    elif done == len(children):
+        reason = "every candidate finished"
+    elif now >= deadline:
+        reason = f"the time budget ({parent.config['budget']['max_seconds']:g} s) ran out"
+    else:
+        if progress != parent.progress:
+            session.execute(update(Job).where(Job.id == parent_id, Job.status == JobStatus.running)
+                            .values(progress=progress))
+        session.commit()
+        return False
+    front = pareto_front(points)
+    chosen = choose(front) if front else None
+    values: dict[str, Any] = {"finished_at": now, "progress": progress,
+                              "result": {"front": front, "chosen": chosen, "reason": reason}}
+    if parent.cancel_requested:
+        values["status"] = JobStatus.cancelled
+    elif chosen is not None:
+        values["status"] = JobStatus.succeeded
+    else:
+        failed = [c.error["detail"] for c in children if c.error]
+        values["status"] = JobStatus.failed
+        values["error"] = {"type": "NoFormula", "detail": f"{reason}, and no candidate produced a formula"
+                           + (f" (first failure: {failed[0]})" if failed else "")}
+    ended = session.execute(update(Job).where(Job.id == parent_id, Job.status == JobStatus.running)
+                            .values(**values)).rowcount == 1
+    if not ended:  # another worker ended it first
+        session.rollback()
+        return False
+    _cancel_children(session, parent_id, now)
+    session.commit()
+    log.info("discovery %s %s: %s; front of %d formula(s)", parent_id, values["status"].value, reason, len(front))
+    return True
+
+
+def advance_all(session: Session, settings: Settings, *, now: datetime | None = None) -> list[str]:
+    """Advance every running discovery (the heartbeat's periodic pass: deadlines); the ids it ended."""
+    running = session.scalars(
+        select(Job.id).where(Job.kind == JobKind.discovery, Job.status == JobStatus.running)
+    ).all()
+    session.rollback()
+    return [job_id for job_id in running if advance_discovery(session, settings, job_id, now=now)]
+
+
+# --------------------------------------------------------------------------------------------------
+# batches
+
+
+def _problem(exc: ServiceError, where: str) -> dict[str, Any]:
+    field = f"{where}.{exc.field}" if exc.field else where
+    return {"type": PROBLEM_BASE + exc.code, "title": exc.title, "status": exc.status, "detail": exc.detail,
+            "field": field}
+
+
+def _validation_problem(exc: ValidationError, where: str) -> dict[str, Any]:
+    errors = []
+    for err in exc.errors(include_url=False):
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        errors.append({"field": f"{where}{loc}", "message": err["msg"], "where": "body"})
+    first = errors[0]
+    return {"type": PROBLEM_BASE + "invalid-input", "title": "Invalid input", "status": 422,
+            "detail": f"{first['field']}: {first['message']}", "field": first["field"], "errors": errors}
+
+
+def _item_dataset(session: Session, settings: Settings, tenant: str, item: Any, where: str) -> Dataset:
+    if item.dataset_id is not None:
+        return datasets.get_dataset(session, tenant, item.dataset_id)
+    model = DatasetCreateSynthetic if "expression" in item.dataset else DatasetCreateArrays
+    request = model.model_validate(item.dataset)
+    return datasets.create_dataset(session, settings, tenant, request)
+
+
+def create_batch(session: Session, settings: Settings, tenant: str, body: BatchCreate) -> tuple[Batch, list[Job]]:
+    """A dataset and a discovery per item; a bad item is rejected (with a problem naming its field)
+    and the others go ahead. Returns the batch and every candidate job to dispatch."""
+    if len(body.items) > settings.max_batch_items:
+        raise InvalidInput(f"at most {settings.max_batch_items} items, got {len(body.items)}", field="items")
+    budget = check_budget(settings, body.budget)
+    items: list[dict[str, Any]] = []
+    queued: list[Job] = []
+    for i, item in enumerate(body.items):
+        where = f"items[{i}]." + ("dataset" if item.dataset is not None else "dataset_id")
+        entry: dict[str, Any] = {"index": i, "status": "rejected", "dataset_id": None, "discovery_id": None,
+                                 "problem": None}
+        try:
+            dataset = _item_dataset(session, settings, tenant, item, where)
+            entry["dataset_id"] = dataset.id
+            parent, children = _add_discovery(session, settings, tenant, dataset, budget, body.options)
+            session.commit()
+        except ValidationError as exc:
+            session.rollback()
+            entry["problem"] = _validation_problem(exc, where)
+        except ServiceError as exc:
+            session.rollback()
+            entry["problem"] = _problem(exc, "items[{}]".format(i) if isinstance(exc, NotFound) else where)
+        else:
+            entry.update(status="accepted", discovery_id=parent.id)
+            queued.extend(children)
+        items.append(entry)
+    batch = Batch(id=new_id("bat"), tenant_id=tenant, budget=budget.model_dump(mode="json"), items=items)
+    session.add(batch)
+    session.commit()
+    log.info("batch %s: %d item(s), %d rejected", batch.id, len(items), sum(e["status"] == "rejected" for e in items))
+    return batch, queued
+
+
+def get_batch(session: Session, tenant: str, batch_id: str) -> BatchPublic:
+    batch = get_owned(session, Batch, tenant, batch_id, resource="batch")
+    ids = [e["discovery_id"] for e in batch.items if e["discovery_id"]]
+    parents = {j.id: j for j in session.scalars(select(Job).options(defer(Job.history)).where(Job.id.in_(ids)))}
+    items = []
+    for entry in batch.items:
+        parent = parents.get(entry["discovery_id"]) if entry["discovery_id"] else None
+        items.append(BatchItemPublic(
+            index=entry["index"], status=parent.status if parent is not None else "rejected",
+            dataset_id=entry["dataset_id"], discovery_id=entry["discovery_id"], problem=entry["problem"],
+            chosen=(parent.result or {}).get("chosen") if parent is not None else None,
+        ))
+    finished = all(p.status.is_final for p in parents.values())
+    return BatchPublic(id=batch.id, status="finished" if finished else "running", budget=batch.budget, items=items,
+                       created_at=batch.created_at)

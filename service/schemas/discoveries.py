@@ -1,0 +1,138 @@
+"""Request and response bodies of /v1/discoveries and /v1/batches (separate from the ORM rows).
+
+A discovery tries candidate pipelines (the engine's `kan_core.discovery.candidates`) as child jobs
+and keeps the Pareto front of their formulas: complexity against test RMSE, no point beaten on both.
+Budget caps that depend on the deployment (Settings.max_discovery_*) are checked by service.discovery.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.models import JobStatus
+from service.schemas.common import Problem, UtcDatetime
+
+DEFAULT_MAX_CANDIDATES = 16
+DEFAULT_MAX_SECONDS = 120.0
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Budget(_Input):
+    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, strict=True,
+                                description="Most candidate pipelines tried (at most Settings.max_discovery_candidates).")
+    max_seconds: float = Field(DEFAULT_MAX_SECONDS, gt=0,
+                               description="After this, the discovery ends with the candidates that finished; the "
+                                           "others are cancelled (at most Settings.max_discovery_seconds).")
+
+
+class DiscoveryOptions(_Input):
+    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True, description="Seed of the candidates' networks.")
+    train_steps: int | None = Field(None, ge=1, strict=True, description="Steps of every training stage of every candidate "
+                                                            "(fewer: faster, rougher); null: the candidates' own.")
+
+
+class DiscoveryCreate(_Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"dataset_id": "ds_0190c0ffee0000000000000000", "budget": {"max_candidates": 8, "max_seconds": 60}}]})
+
+    dataset_id: str = Field(min_length=1, max_length=40)
+    budget: Budget = Field(default_factory=Budget)
+    options: DiscoveryOptions = Field(default_factory=DiscoveryOptions)
+
+
+class BatchItemCreate(_Input):
+    dataset: dict[str, Any] | None = Field(
+        None, description="A dataset creation body (as POST /v1/datasets with JSON: arrays or an `expression`).")
+    dataset_id: str | None = Field(None, min_length=1, max_length=40, description="An existing dataset instead.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchItemCreate:
+        if (self.dataset is None) == (self.dataset_id is None):
+            raise ValueError("give exactly one of `dataset` and `dataset_id`")
+        return self
+
+
+class BatchCreate(_Input):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [
+        {"dataset": {"expression": "sin(x1) + x2**2", "ranges": {"x1": [-2, 2], "x2": [-1, 1]}, "n_train": 500}},
+        {"dataset_id": "ds_0190c0ffee0000000000000000"}], "budget": {"max_candidates": 4}}]})
+
+    items: list[BatchItemCreate] = Field(min_length=1, description="One discovery per item (at most Settings.max_batch_items).")
+    budget: Budget = Field(default_factory=Budget)
+    options: DiscoveryOptions = Field(default_factory=DiscoveryOptions)
+
+
+# --------------------------------------------------------------------------------------------------
+# responses
+
+
+class FrontPoint(BaseModel):
+    complexity: int = Field(description="Formula complexity (sum over outputs).")
+    test_rmse: float | None = Field(description="RMSE of the formula on the test split (worst output).")
+    r2: float | None = Field(None, description="R² of the formula on the test split (worst output).")
+    formula: str = Field(description="The formula; one per line for several outputs.")
+    latex: str
+    model_id: str
+    job_id: str
+    candidate: dict[str, Any] = Field(description="The candidate's specification (the engine's CandidateSpec).")
+
+
+class DiscoveryProgress(BaseModel):
+    candidates_done: int
+    candidates_total: int
+    best: FrontPoint | None = Field(None, description="The most accurate formula so far.")
+
+
+class CandidateJob(BaseModel):
+    job_id: str
+    status: JobStatus
+
+
+class DiscoveryPublic(BaseModel):
+    id: str
+    status: JobStatus
+    dataset_id: str
+    budget: Budget
+    options: DiscoveryOptions
+    progress: DiscoveryProgress | None = None
+    front: list[FrontPoint] = Field(default_factory=list,
+                                    description="Non-dominated formulas, simplest first: none is both simpler and "
+                                                "more accurate than another.")
+    chosen: FrontPoint | None = Field(None, description="The formula the discovery picks from the front.")
+    reason: str | None = Field(None, description="Why the search ended: all candidates finished, the deadline, a "
+                                                 "good-enough formula, or a cancel.")
+    error: dict[str, Any] | None = None
+    candidates: list[CandidateJob] = Field(default_factory=list, description="The child jobs (see /v1/jobs).")
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
+
+
+class DiscoverySummary(BaseModel):
+    id: str
+    status: JobStatus
+    dataset_id: str
+    chosen: FrontPoint | None = None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None = None
+
+
+class BatchItemPublic(BaseModel):
+    index: int
+    status: JobStatus | Literal["rejected"]
+    dataset_id: str | None = None
+    discovery_id: str | None = None
+    problem: Problem | None = Field(None, description="Why the item was rejected (its `field` names the item's field).")
+    chosen: FrontPoint | None = None
+
+
+class BatchPublic(BaseModel):
+    id: str
+    status: Literal["running", "finished"] = Field(description="finished once every accepted item's discovery ended.")
+    budget: Budget
+    items: list[BatchItemPublic]
+    created_at: UtcDatetime

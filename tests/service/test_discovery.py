@@ -1,0 +1,137 @@
+"""Discoveries and batches for real: the API (in-process TestClient) queues a discovery, its candidates
+run as jobs on worker processes against a real SQLite file, and the parent is advanced by the workers
+(after each candidate, and on every heartbeat for the deadline) without ever holding a worker."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from jobs_support import FAST, assert_problem, insert_dataset, wait_for
+from service.worker.local import WorkerPool
+
+WAIT_S = 120
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(**FAST)
+
+
+@pytest.fixture
+def dataset_id(session_factory) -> str:
+    return insert_dataset(session_factory, n_train=100, n_test=50)
+
+
+def _discover(client: TestClient, dataset_id: str, *, candidates: int, seconds: float = 60, steps: int = 3) -> dict:
+    body = {"dataset_id": dataset_id, "budget": {"max_candidates": candidates, "max_seconds": seconds},
+            "options": {"train_steps": steps}}
+    r = client.post("/v1/discoveries", json=body)
+    assert r.status_code == 202, r.text
+    assert r.headers["Location"] == f"/v1/discoveries/{r.json()['id']}"
+    return r.json()
+
+
+def _wait_final(client: TestClient, url: str) -> dict:
+    def final():
+        body = client.get(url).json()
+        return body if body["status"] in FINAL + ("finished",) else None
+
+    return wait_for(final, WAIT_S, 0.1, f"{url} to finish")
+
+
+def _children_final(client: TestClient, discovery: dict) -> list[dict]:
+    def done():
+        jobs = [client.get(f"/v1/jobs/{c['job_id']}").json() for c in discovery["candidates"]]
+        return jobs if all(j["status"] in FINAL for j in jobs) else None
+
+    return wait_for(done, WAIT_S, 0.1, "every candidate to end")
+
+
+def test_a_discovery_on_one_worker_returns_a_non_dominated_front(client, dataset_id, settings) -> None:
+    created = _discover(client, dataset_id, candidates=3)
+    assert created["status"] == "running" and len(created["candidates"]) <= 3
+    assert created["progress"] == {"candidates_done": 0, "candidates_total": len(created["candidates"]), "best": None}
+    with WorkerPool(settings, 1):  # one worker: the parent must not hold it
+        done = _wait_final(client, f"/v1/discoveries/{created['id']}")
+    assert done["status"] == "succeeded", done
+    front = done["front"]
+    assert front and done["chosen"] in front
+    for p in front:
+        assert not any(q["complexity"] <= p["complexity"] and q["test_rmse"] <= p["test_rmse"] and q != p
+                       and (q["complexity"], q["test_rmse"]) != (p["complexity"], p["test_rmse"]) for q in front)
+        assert client.get(f"/v1/models/{p['model_id']}").status_code == 200
+        assert client.get(f"/v1/jobs/{p['job_id']}").json()["parent_job_id"] == created["id"]
+    assert [p["complexity"] for p in front] == sorted(p["complexity"] for p in front)
+    assert done["progress"]["candidates_done"] >= 1
+    # the candidates are jobs; the discovery itself is not one
+    assert_problem(client.get(f"/v1/jobs/{created['id']}"), 404)
+    listed = client.get("/v1/discoveries", params={"limit": 1}).json()
+    assert [d["id"] for d in listed["items"]] == [created["id"]] and listed["next_cursor"] is None
+
+
+def test_the_deadline_ends_a_discovery_and_cancels_the_rest(client, dataset_id, settings) -> None:
+    created = _discover(client, dataset_id, candidates=3, seconds=1.5, steps=20_000)  # minutes per candidate
+    with WorkerPool(settings, 1):
+        done = _wait_final(client, f"/v1/discoveries/{created['id']}")
+        children = _children_final(client, done)
+    assert done["status"] == "failed" and done["error"]["type"] == "NoFormula", done
+    assert "time budget" in done["reason"]
+    elapsed = datetime.fromisoformat(done["finished_at"]) - datetime.fromisoformat(done["created_at"])
+    assert elapsed.total_seconds() >= 1.5
+    assert {c["status"] for c in children} == {"cancelled"}
+
+
+def test_cancelling_a_discovery_cancels_its_candidates(client, dataset_id, settings) -> None:
+    created = _discover(client, dataset_id, candidates=2, steps=20_000)
+    url = f"/v1/discoveries/{created['id']}"
+    with WorkerPool(settings, 1):
+        wait_for(lambda: any(c["status"] == "running" for c in client.get(url).json()["candidates"]), WAIT_S, 0.05,
+                 "a candidate to start")
+        r = client.post(f"{url}/cancel")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "cancelled" and r.json()["reason"] == "cancelled"
+        children = _children_final(client, r.json())
+    assert {c["status"] for c in children} == {"cancelled"}
+    assert_problem(client.post(f"{url}/cancel"), 409)
+
+
+def test_a_batch_rejects_a_bad_item_and_completes_the_others(client, dataset_id, settings) -> None:
+    good = {"expression": "x1 + x2", "ranges": {"x1": [-1, 1], "x2": [-1, 1]}, "n_train": 100, "n_test": 50}
+    body = {"items": [{"dataset": good},
+                      {"dataset": {**good, "expression": "x1 +* x2"}},
+                      {"dataset": {**good, "n_train": 0}},
+                      {"dataset_id": "ds_missing"},
+                      {"dataset_id": dataset_id}],
+            "budget": {"max_candidates": 2}, "options": {"train_steps": 3}}
+    r = client.post("/v1/batches", json=body)
+    assert r.status_code == 202, r.text
+    items = r.json()["items"]
+    assert [i["status"] for i in items] == ["running", "rejected", "rejected", "rejected", "running"]
+    assert items[1]["problem"]["field"].startswith("items[1].dataset.expression"), items[1]
+    assert items[2]["problem"]["field"] == "items[2].dataset.n_train", items[2]
+    assert items[3]["problem"]["status"] == 404 and "ds_missing" in items[3]["problem"]["detail"]
+    with WorkerPool(settings, 1):
+        done = _wait_final(client, r.headers["Location"])
+    assert done["status"] == "finished"
+    for i in (0, 4):
+        assert done["items"][i]["status"] == "succeeded" and done["items"][i]["chosen"]["formula"], done["items"][i]
+    assert done["items"][0]["dataset_id"] and done["items"][4]["dataset_id"] == dataset_id
+
+
+def test_budgets_are_capped_by_the_settings(make_settings) -> None:
+    from service.app import create_app
+
+    app = create_app(make_settings(max_discovery_candidates=2, max_discovery_seconds=10, max_batch_items=1))
+    with TestClient(app) as client:
+        ds = insert_dataset(app.state.session_factory)
+        for budget, field in (({"max_candidates": 3}, "budget.max_candidates"),
+                              ({"max_seconds": 11}, "budget.max_seconds")):
+            assert_problem(client.post("/v1/discoveries", json={"dataset_id": ds, "budget": budget}), 422, field)
+        r = client.post("/v1/discoveries", json={"dataset_id": ds, "options": {"train_steps": 1}})
+        assert r.status_code == 202 and r.json()["budget"] == {"max_candidates": 2, "max_seconds": 10}  # defaults, capped
+        items = [{"dataset_id": ds}, {"dataset_id": ds}]
+        assert_problem(client.post("/v1/batches", json={"items": items}), 422, "items")
