@@ -173,18 +173,23 @@ class KANLayer(nn.Module):
         self._check_x(x)
         return self._forward(x, with_std=False)[0]
 
-    def forward_with_edge_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward(x)`` and ``spline_edge_std(x)`` from one basis evaluation (the training path)."""
+    def forward_with_edge_std(self, x: torch.Tensor, precise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward(x)`` and ``spline_edge_std(x, precise)`` from one basis evaluation (the training
+        path). ``precise``: accumulate the std's covariance in float64 (see `_SplineEdges`)."""
         self._check_x(x, min_batch=2)
-        return self._forward(x, with_std=True)
+        return self._forward(x, with_std=True, precise=precise)
 
-    def _forward(self, x: torch.Tensor, with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(
+        self, x: torch.Tensor, with_std: bool, precise: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Output ``(B, O)`` and, if asked, the spline edges' std ``(I, O)``. A layer without spline
         edges (all symbolic or masked) skips the basis; symbolic edges are added when present."""
         y = std = None
         if self._has_spline():
             wt = self._spline_weights_t()  # (O, I, K+1)
-            yt, cov = _SplineEdges.apply(x.T.contiguous(), wt, self.grid, self.k, self._knot_tables(), with_std)
+            yt, cov = _SplineEdges.apply(
+                x.T.contiguous(), wt, self.grid, self.k, self._knot_tables(), with_std, precise
+            )
             y = yt.T  # (B, O), the transpose of a contiguous (O, B): the next layer's x.T
             std = _std_from_cov(cov, wt) if with_std else None
         elif with_std:
@@ -195,16 +200,19 @@ class KANLayer(nn.Module):
             y = sym if y is None else y + sym
         return (y if y is not None else x.new_zeros(x.shape[0], self.out_dim)), std
 
-    def spline_edge_std(self, x: torch.Tensor) -> torch.Tensor:
+    def spline_edge_std(self, x: torch.Tensor, precise: bool = True) -> torch.Tensor:
         """Unbiased batch std of every non-symbolic edge's output, ``(I, O)`` (~0 on symbolic and
         masked edges), computed exactly from the ``(K+1) x (K+1)`` feature covariance of each input:
 
             std_ij = sqrt(W_ij^T Cov(F_i) W_ij),   Cov(F_i) = Fc_i Fc_i^T / (B - 1)  (K+1, K+1)
 
         with ``Fc`` the batch-centred features; never materialises the ``(B, I, O)`` edge outputs.
+        ``precise`` (default): centre and accumulate ``Cov`` in float64 whatever the layer's dtype,
+        so that nearly dead edges keep their digits; False: in the input dtype (faster in float32;
+        the same in float64). See `_SplineEdges`.
         """
         self._check_x(x, min_batch=2)
-        return self._forward(x, with_std=True)[1]
+        return self._forward(x, with_std=True, precise=precise)[1]
 
     def edge_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every edge's output ``mask_ij * phi_ij(x_i)``: ``(B, I, O)``. For inspection, not training."""
@@ -457,25 +465,28 @@ class _SplineEdges(torch.autograd.Function):
         backward:  dWt = dy^T F^T,   dF = Wt^T dy^T + (dCov + dCov^T) Fc / (B - 1),
                    dx = sum_k dF/dx_k * dF_k
 
-    Saved: F, dF/dx, Wt and, when the covariance is asked for, F's float64 mean. In float64, F is
-    centred in place after the product (centring first keeps the covariance accurate; ``dWt``
-    adds the mean back); in float32, F is kept as is and the backward recentres a float64 copy
-    (the same memory as float64 training, and no float32 rounding of Fc).
+    Saved: F, dF/dx, Wt and, when the covariance is asked for, F's mean in the accumulation dtype
+    (below). When that is the input dtype, F is centred in place after the product (centring first
+    keeps the covariance accurate; ``dWt`` adds the mean back); when it is wider (float32 input,
+    ``precise``), F is kept as is and the backward recentres a float64 copy (the same memory as
+    float64 training, and no float32 rounding of Fc).
 
-    Precision: ``Cov`` is accumulated, and returned, in float64 whatever the input dtype, and the
-    covariance term of ``dF`` is computed in float64 before it is cast back (see `_std_from_cov`
-    for the variance). The regulariser needs ``var = w^T Cov w`` of edges that are nearly dead:
-    there ``w`` is large against the output's variation (the B-splines sum to 1, so a nearly
-    constant spline is a large ``w`` nearly in Cov's null space) and the quadratic form cancels
-    ~8 digits. In float32 that leaves noise: the variance of such an edge flipped between < 0
-    (floored) and ~3e-8 where the true value is ~2e-9, the objective became non-smooth in the
-    parameters, and LBFGS's line search failed from then on (the float32 seed example stalled
-    and solved 2/5 seeds instead of 5/5). float64 leaves ~8 digits after the cancellation. The
-    centring matters too: with F centred in float32 and only Cov in float64, the seed example
-    solved 3/5 seeds; centred in float64, 4/5. In float64 the casts are no-ops; in float32 the
-    cost is two float64 copies of F and two ``(I, K+1, K+1) x (K+1, B)``-sized products in
-    float64 (the ``(O, B)`` outputs and ``dWt``, the big products, stay in the input dtype), and
-    no ``(B, I, O)`` tensor.
+    Precision (``precise``, a per-call choice): True accumulates ``Cov`` (centring included) in
+    float64 whatever the input dtype, returns it in float64, and computes the covariance term of
+    ``dF`` in float64 before it is cast back (see `_std_from_cov` for the variance); False does
+    all of it in the input dtype. In float64 the two are the same computation. The regulariser
+    needs ``var = w^T Cov w`` of edges that are nearly dead: there ``w`` is large against the
+    output's variation (the B-splines sum to 1, so a nearly constant spline is a large ``w`` nearly
+    in Cov's null space) and the quadratic form cancels ~8 digits. In float32 that leaves noise:
+    the variance of such an edge flipped between < 0 (floored) and ~3e-8 where the true value is
+    ~2e-9, the objective became non-smooth in the parameters, and LBFGS's line search failed from
+    then on (the float32 seed example stalled and solved 2/5 seeds instead of 5/5). float64 leaves
+    ~8 digits after the cancellation. The centring matters too: with F centred in float32 and only
+    Cov in float64, the seed example solved 3/5 seeds; centred in float64, 4/5. The price in
+    float32 is two float64 copies of F and two ``(I, K+1, K+1) x (K+1, B)``-sized products in
+    float64 (the ``(O, B)`` outputs and ``dWt``, the big products, stay in the input dtype): about
+    twice the time of a float32 Adam step on CPU, which gains nothing from a smooth objective at
+    this scale, hence the choice (`fit`'s ``precise_reg``). No ``(B, I, O)`` tensor either way.
 
     As one node, the backward builds ``dF`` in one buffer it owns (the covariance term added in
     place, the product with dF/dx taken in place) instead of autograd's separate, summed gradient
@@ -484,17 +495,18 @@ class _SplineEdges(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, xt, wt, grid, k, tables, with_cov):
+    def forward(ctx, xt, wt, grid, k, tables, with_cov, precise):
         ctx.set_materialize_grads(False)
         feats, dfdx = _fill_features(xt, grid, k, tables, deriv=ctx.needs_input_grad[0])
         I, K1, B = feats.shape
         yt = wt.reshape(wt.shape[0], -1) @ feats.view(I * K1, B)  # (O, B)
         mean = None
-        if with_cov:  # centred and accumulated in float64, see the class docstring
-            f64 = feats.to(torch.float64)  # feats itself in float64, a copy in float32
-            mean = f64.mean(-1, keepdim=True)  # (I, K+1, 1), float64
-            fc64 = f64.sub_(mean)  # float64: feats centred in place, the backward uses Fc and the mean
-            cov = torch.baddbmm(fc64.new_empty(()), fc64, fc64.transpose(1, 2), beta=0, alpha=1 / (B - 1))
+        if with_cov:  # centred and accumulated in `acc`, see the class docstring
+            acc = torch.float64 if precise else feats.dtype
+            fa = feats.to(acc)  # feats itself when acc is its dtype, else a float64 copy
+            mean = fa.mean(-1, keepdim=True)  # (I, K+1, 1), acc
+            fc = fa.sub_(mean)  # when fa is feats: centred in place, the backward uses Fc and the mean
+            cov = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
         else:
             cov = feats.new_empty(0)
             ctx.mark_non_differentiable(cov)
@@ -505,7 +517,7 @@ class _SplineEdges(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_yt, grad_cov):  # (O, B), (I, K+1, K+1); None when unused
         feats, dfdx, wt, mean = ctx.saved_tensors
-        centred = mean is not None and mean.dtype == feats.dtype  # float64: feats holds Fc
+        centred = mean is not None and mean.dtype == feats.dtype  # accumulated in place: feats holds Fc
         I, K1, B = feats.shape
         grad_xt = grad_wt = None
         if ctx.needs_input_grad[1] and grad_yt is not None:
@@ -518,14 +530,14 @@ class _SplineEdges(torch.autograd.Function):
                 gf = (wt.reshape(wt.shape[0], -1).T @ grad_yt).view(I, K1, B)
             else:
                 gf = torch.zeros_like(feats)
-            if grad_cov is not None:  # float64 like cov: dCov Fc cancels as w^T Cov w does
+            if grad_cov is not None:  # in cov's dtype: dCov Fc cancels as w^T Cov w does
                 gcov = (grad_cov + grad_cov.transpose(1, 2)).div_(B - 1)
                 if centred:
                     gf.baddbmm_(gcov, feats)
-                else:  # float32: Fc recentred in float64, the product cast back
-                    gf += torch.bmm(gcov, feats.to(torch.float64).sub_(mean)).to(gf.dtype)
+                else:  # float32, precise: Fc recentred in float64, the product cast back
+                    gf += torch.bmm(gcov, feats.to(mean.dtype).sub_(mean)).to(gf.dtype)
             grad_xt = gf.mul_(dfdx).sum(1)  # (I, B)
-        return grad_xt, grad_wt, None, None, None, None
+        return grad_xt, grad_wt, None, None, None, None, None
 
 
 def _std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
@@ -535,9 +547,10 @@ def _std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     the square root: an edge of constant output (masked, symbolic, or a constant input) gets std
     ~1e-154 (float64) or ~1e-19 (float32) and a zero, not infinite, gradient.
 
-    The quadratic form is evaluated in float64 (``cov`` comes in float64 from `_SplineEdges`) and
-    only the std is cast back to ``wt``'s dtype: for a nearly dead edge the sum cancels most of
-    its digits (see `_SplineEdges`), which float32 does not have. ``(I, O, K+1)``-sized, cheap.
+    The quadratic form is evaluated in ``cov``'s dtype (float64 from `_SplineEdges` when
+    ``precise``, else the input dtype) and only the std is cast back to ``wt``'s dtype: for a
+    nearly dead edge the sum cancels most of its digits (see `_SplineEdges`), which float32 does
+    not have. ``(I, O, K+1)``-sized, cheap.
     """
     w = wt.transpose(0, 1).to(cov.dtype)  # (I, O, K+1)
     var = ((w @ cov) * w).sum(-1)  # (I, O)

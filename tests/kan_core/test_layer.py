@@ -250,7 +250,7 @@ def test_float32_edge_std_of_nearly_dead_edge_matches_float64(c):
     l32, l64 = _nearly_dead_layer(torch.float32, c), _nearly_dead_layer(f64, c)
     x = inputs(1000, 1).float()  # the same float32 points for both
     x32, x64 = x.clone().requires_grad_(), x.double().requires_grad_()
-    std32, std64 = l32.spline_edge_std(x32), l64.spline_edge_std(x64)
+    std32, std64 = l32.spline_edge_std(x32, precise=True), l64.spline_edge_std(x64)
     assert std32.dtype == torch.float32
     assert std64[0, 0] < 1e-3 * std64[0, 1]  # the nearly dead edge really is
     assert torch.allclose(std32.double(), std64, rtol=1e-3, atol=0)
@@ -261,6 +261,28 @@ def test_float32_edge_std_of_nearly_dead_edge_matches_float64(c):
         assert torch.isfinite(a).all()
         assert ((a * b >= 0) | (b.abs() < 1e-6 * b.abs().max())).all()  # signs agree (bar ~0 entries)
         assert (a - b).norm() <= 1e-2 * b.norm()
+
+
+def test_float32_edge_std_not_precise_is_the_plain_float32_computation():
+    """precise=False keeps the covariance in float32: on healthy edges it matches torch.std of the
+    float32 edge outputs (value and gradients), and it differs from the float64-accumulated std
+    only by float32 rounding."""
+    layer = randomise(make_layer(dtype=torch.float32))
+    x = inputs(500).float().requires_grad_()
+    y, std = layer.forward_with_edge_std(x, precise=False)
+    assert std.dtype == torch.float32 and torch.equal(y, layer(x))
+    ref = layer.edge_outputs(x).std(0)  # plain float32 autograd
+    assert torch.allclose(std, ref, rtol=1e-5, atol=0)
+    g = torch.autograd.grad(std.sum(), [layer.coef, layer.scale_base, x])
+    g_ref = torch.autograd.grad(ref.sum(), [layer.coef, layer.scale_base, x])
+    for a, b in zip(g, g_ref):
+        assert a.dtype == torch.float32 and torch.allclose(a, b, rtol=1e-4, atol=1e-5 * b.abs().max())
+    precise = layer.spline_edge_std(x, precise=True)
+    assert torch.allclose(std, precise, rtol=1e-5, atol=0)
+    # and in float64 the switch changes nothing
+    l64 = randomise(make_layer())
+    x64 = inputs(500)
+    assert torch.equal(l64.spline_edge_std(x64, precise=False), l64.spline_edge_std(x64, precise=True))
 
 
 @pytest.mark.parametrize(
