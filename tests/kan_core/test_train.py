@@ -60,6 +60,28 @@ def test_fit_with_regulariser_reports_reg(dataset):
     assert math.isfinite(hist.last.train_rmse)
 
 
+@pytest.mark.parametrize("opt, precise_reg, expected", [
+    ("LBFGS", None, True), ("Adam", None, False), ("LBFGS", False, False), ("Adam", True, True),
+])
+def test_fit_chooses_precise_reg_per_optimiser(dataset, monkeypatch, opt, precise_reg, expected):
+    """None: float64 edge-std accumulation for LBFGS (line search), the model's dtype for Adam."""
+    from kan_core.layer import KANLayer
+
+    seen: list[bool] = []
+    orig = KANLayer.forward_with_edge_std
+
+    def spy(self, x, precise=True):
+        seen.append(precise)
+        return orig(self, x, precise)
+
+    monkeypatch.setattr(KANLayer, "forward_with_edge_std", spy)
+    model = KAN([2, 3, 1], seed=0, dtype=torch.float32)
+    hist = fit(model, dataset, opt=opt, steps=2, lr=0.01 if opt == "Adam" else 1.0, lamb=0.01,
+               precise_reg=precise_reg, lbfgs_max_iter=2)
+    assert seen and set(seen) == {expected}
+    assert math.isfinite(hist.last.train_rmse) and math.isfinite(hist.last.reg)
+
+
 def test_fit_adam_minibatch(dataset):
     model = KAN([2, 3, 1], seed=0)
     hist = fit(model, dataset, opt="Adam", steps=30, lr=0.02, batch=64, lamb=0.001)
@@ -127,6 +149,7 @@ def test_float32_model_with_float64_data(dataset):
         (dict(lamb_entropy=float("nan")), "lamb_entropy"),
         (dict(grid_update_num=0), "grid_update_num"),
         (dict(lamb=0.1, batch=1), "at least 2"),
+        (dict(precise_reg=1), "precise_reg"),
     ],
 )
 def test_bad_arguments(dataset, kw, match):
