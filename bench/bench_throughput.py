@@ -3,7 +3,7 @@
 One training step = forward, regulariser (lamb > 0), backward, Adam update, on a float32 batch of
 4096 rows for width [8, 64, 64, 1], grid 10, k 3:
 
-- kan_core: ``kan_core.train.forward_with_reg`` (fit's step), MSE + lamb * reg, Adam;
+- kan_core: ``kan_core.train.forward_with_reg`` (fit's Adam step: ``precise=False``), MSE + lamb * reg, Adam;
 - pykan:    ``model(x)`` with ``save_act`` (its activations for the regulariser),
             ``model.get_reg("edge_forward_spline_n", ...)`` (what its ``fit`` uses), Adam;
             symbolic branch off, as ``fit`` does when no edge is symbolic;
@@ -75,7 +75,7 @@ def build(name: str, torch):
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def step() -> None:
-            pred, reg = forward_with_reg(model, x, 1.0, 2.0)
+            pred, reg = forward_with_reg(model, x, 1.0, 2.0, precise=False)  # fit(opt="Adam")'s default
             loss = (pred - y).pow(2).mean() + LAMB * reg
             opt.zero_grad(set_to_none=True)
             loss.backward()
