@@ -60,6 +60,14 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def begin_read(session: Session) -> None:
+    """Start a writer session's next transaction read-only (DEFERRED on SQLite), for a request that
+    reads before it computes, such as predict (a POST). Call it before the transaction's first query
+    and commit before writing; inside a transaction already begun it changes nothing."""
+    if not session.in_transaction():
+        session.connection(execution_options={_READ_ONLY_OPTION: True})
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""

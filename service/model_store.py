@@ -30,6 +30,7 @@ from kan_core import io as kan_io
 from kan_core import plot as kan_plot
 from kan_core.model import KAN
 from service import datasets
+from service.db import begin_read
 from service.errors import Conflict, InvalidInput, NotFound
 from service.expr import STORED_LIMITS
 from service.expr import parse as parse_expression
@@ -143,6 +144,7 @@ def end_read(session: Session) -> None:
 
 def get_model(session: Session, tenant: str, model_id: str) -> Model:
     """The tenant's model row without its weights blob (see `ModelStore.network`); NotFound otherwise."""
+    begin_read(session)
     try:
         return get_owned(session, Model, tenant, model_id, resource="model",
                          options=[defer(Model.weights, raiseload=True)])
@@ -188,6 +190,7 @@ def delete_model(session: Session, store: ModelStore, tenant: str, model_id: str
 
 
 def _dataset(session: Session, dataset_id: str) -> Dataset:
+    begin_read(session)
     row = session.get(Dataset, dataset_id)
     end_read(session)
     if row is None:  # the RESTRICT foreign key keeps a model's dataset; this is a broken database
@@ -196,6 +199,7 @@ def _dataset(session: Session, dataset_id: str) -> Dataset:
 
 
 def _weights(session: Session, model_id: str) -> bytes:
+    begin_read(session)
     weights = session.scalars(select(Model.weights).where(Model.id == model_id)).one_or_none()
     end_read(session)
     if weights is None:

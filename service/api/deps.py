@@ -19,12 +19,17 @@ from sqlalchemy.orm import Session
 from service import auth
 from service.auth import ANONYMOUS, CHALLENGE, Principal
 from service.config import Settings
+from service.db import begin_read
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.executors.base import Executor
 from service.models import Scope
 from service.ratelimit import RateLimiter, RouteClass, retry_after
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that only read app.state are `async def`: FastAPI runs a plain `def` dependency in its
+# threadpool, one thread hop per dependency per request.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -36,11 +41,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_executor(request: Request) -> Executor:
+async def get_executor(request: Request) -> Executor:
     return request.app.state.executor
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter
 
 
@@ -62,10 +67,11 @@ def get_principal(settings: SettingsDep, session: SessionDep, credentials: Beare
         return ANONYMOUS
     if credentials is None:
         raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>`", headers=CHALLENGE)
+    begin_read(session)  # a POST's session too: the key lookup never waits for the write lock
     try:
         return auth.authenticate(session, credentials.credentials)
     finally:
-        session.commit()  # nothing was written: end the read (on SQLite every transaction holds the lock)
+        session.commit()  # end the read before the route's own transactions
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

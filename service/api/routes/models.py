@@ -23,7 +23,7 @@ router = APIRouter(tags=["models"])
 IMMUTABLE = "private, max-age=86400, immutable"  # a model never changes once written; only deletion
 
 
-def get_model_store(request: Request) -> ModelStore:
+async def get_model_store(request: Request) -> ModelStore:
     return request.app.state.model_store
 
 
