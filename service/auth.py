@@ -48,7 +48,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_key(session: Session, *, scope: Scope, tenant: str = DEFAULT_TENANT, name: str | None = None) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, *, scope: Scope, tenant: str = DEFAULT_TENANT, name: str | None = None
+) -> tuple[ApiKey, str]:
     """A new key for `tenant`: (its row, the token to hand to the client, shown only now)."""
     if not TENANT_PATTERN.match(tenant):
         raise InvalidInput("a tenant is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",

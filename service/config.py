@@ -28,6 +28,9 @@ class Settings(BaseSettings):
         description="Worker processes of `kan-service serve` and `worker` (executor=celery: the pool size).",
     )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker process.")
+    worker_nice: int = Field(
+        10, ge=0, le=19, description="Niceness of local worker processes: training yields the CPU to requests.",
+    )
     poll_interval_s: float = Field(0.2, gt=0, le=10, description="How often an idle local worker looks for jobs.")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=60, description="How often a worker stamps its heartbeat.")
     heartbeat_timeout_s: float = Field(15.0, gt=0, le=3600, description="A running job whose worker is silent this long is re-queued.")

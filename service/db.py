@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.config import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_POOL_SIZE = 40
 _READ_ONLY_OPTION = "kan_read_only"
 
 
@@ -33,7 +34,9 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-            pool_pre_ping=True,
+            # a file cannot drop the connection: no ping query before each checkout; and enough pooled
+            # connections for FastAPI's threadpool (40), so busy moments do not open and close more
+            pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_POOL_SIZE,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy emit BEGIN itself so that writers take the lock up front (BEGIN IMMEDIATE)

@@ -117,6 +117,9 @@ def run_worker(settings: Settings, *, watch_parent: bool = False) -> None:
 def _pool_child(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    # training takes a whole core per worker; at a lower priority it runs on what the API leaves, so
+    # a busy API keeps its latency and an idle one costs training nothing
+    os.nice(settings.worker_nice)
     run_worker(settings, watch_parent=True)
 
 
