@@ -59,10 +59,20 @@ def symbolic_formula(
     nodes: list[sympy.Expr] = [sympy.Symbol(n) for n in names]
     for l, layer in enumerate(model.layers):
         nodes = _layer_formula(layer, l, nodes)
+        combine = getattr(layer, "combine_exprs", None)  # multiplication nodes (kan_core.product)
+        if combine is not None:
+            nodes = combine(nodes)
     out = [clean_constants(e, digits=digits, tol=tol) for e in nodes]
     if simplify:
         out = [_bounded_simplify(e, digits, tol) for e in out]
     return out
+
+
+def tidy_formula(expr: sympy.Expr, *, digits: int = 4, tol: float = 1e-3, simplify: bool = True) -> sympy.Expr:
+    """`clean_constants`, then (unless ``simplify`` is False) the bounded simplification that
+    `symbolic_formula` applies: for expressions built elsewhere, e.g. composed with transforms."""
+    out = clean_constants(expr, digits=digits, tol=tol)
+    return _bounded_simplify(out, digits, tol) if simplify else out
 
 
 def _layer_formula(layer: torch.nn.Module, l: int, inputs: list[sympy.Expr]) -> list[sympy.Expr]:

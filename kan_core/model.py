@@ -79,8 +79,9 @@ class KAN(nn.Module):
 
     @property
     def width(self) -> list[int]:
-        """Current nodes per layer (after pruning), inputs first."""
-        return [self.layers[0].in_dim] + [layer.out_dim for layer in self.layers]
+        """Current nodes per layer (after pruning), inputs first. A layer with multiplication nodes
+        (`kan_core.product.ProductLayer`) counts its nodes, not its subnodes."""
+        return [self.layers[0].in_dim] + [getattr(layer, "n_nodes", layer.out_dim) for layer in self.layers]
 
     @property
     def depth(self) -> int:

@@ -40,8 +40,14 @@ def attribute(model: KAN, x: torch.Tensor) -> Attribution:
     score = torch.ones(model.width[-1], dtype=x.dtype, device=x.device)
     node_scores, edge_scores = [score], []
     for l in reversed(range(model.depth)):
-        edge_std = model.layers[l].edge_outputs(acts[l]).std(0)  # (I, O)
-        node_std = acts[l + 1].std(0)  # (O,)
+        layer = model.layers[l]
+        edges = layer.edge_outputs(acts[l])  # (B, I, O)
+        edge_std = edges.std(0)  # (I, O)
+        owner = getattr(layer, "subnode_owner", None)  # product layer: O subnodes feed fewer nodes
+        if owner is None:
+            node_std = acts[l + 1].std(0)  # (O,)
+        else:  # an edge is judged against its subnode (the sum it feeds), which has its node's score
+            node_std, score = edges.sum(1).std(0), score[owner]
         e = edge_std / (node_std + 1e-4) * score  # (I, O)
         score = e.sum(1)  # (I,)
         edge_scores.append(e)
@@ -63,6 +69,9 @@ def prune(model: KAN, x: torch.Tensor, node_th: float = 1e-2, edge_th: float = 3
     spline of the edge with the largest ``|scale_sp|``, exact inside its grid), so the smaller
     model computes nearly the same function. Removing nodes whose outgoing edges are all masked
     leaves the function unchanged (up to the summation order of the matrix products).
+
+    Product layers (`kan_core.product`): an edge is judged against its subnode, whose score is its
+    node's; removing a node removes all its subnodes; a subnode keeps at least one edge.
     """
     if not (node_th >= 0 and edge_th >= 0):
         raise ValueError(f"thresholds must be >= 0, got node_th={node_th}, edge_th={edge_th}")
@@ -79,13 +88,20 @@ def prune(model: KAN, x: torch.Tensor, node_th: float = 1e-2, edge_th: float = 3
         dropped = sorted(set(range(layer.in_dim)) - set(keep[l]))
         if dropped:
             mean = layer.edge_outputs(h).mean(0)  # (I, O)
-            _add_constants(small, mean[dropped][:, keep[l + 1]].sum(0))
+            cols = layer.subnodes_of(keep[l + 1]) if hasattr(layer, "subnodes_of") else keep[l + 1]
+            _add_constants(small, mean[dropped][:, cols].sum(0))
         layers.append(small)
     pruned = KAN._with_layers(model, layers)
 
     attr = attribute(pruned, x)
     for layer, h, e in zip(pruned.layers, pruned.layer_inputs(x), attr.edge_scores):
         cut = (e < edge_th) & (layer.mask > 0)  # (I, O)
+        if hasattr(layer, "subnode_owner"):  # a product subnode keeps its strongest edge: 0 would zero the node
+            emptied = ((layer.mask > 0) & ~cut).sum(0) == 0  # (O,)
+            for j in emptied.nonzero().flatten().tolist():
+                active = (layer.mask[:, j] > 0).nonzero().flatten()
+                if len(active):
+                    cut[active[e[active, j].argmax()], j] = False
         if bool(cut.any()):
             mean = layer.edge_outputs(h).mean(0)  # (I, O)
             layer.mask[cut] = 0.0
