@@ -11,6 +11,7 @@ them. `run_pipeline` executes a config on a `Dataset` and returns a `PipelineRes
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 import time
@@ -26,12 +27,14 @@ import torch
 
 from kan_core.data import Dataset
 from kan_core.errors import TrainingCancelled
-from kan_core.formula import evaluate_formula, symbolic_formula
+from kan_core.formula import evaluate_formula, symbolic_formula, tidy_formula
 from kan_core.functions import DEFAULT_LIBRARY, SEED_LIBRARY_NAMES, FunctionLibrary
 from kan_core.model import KAN
+from kan_core.polish import polish_symbolic
 from kan_core.prune import prune as prune_model
 from kan_core.symbolic import Candidate, auto_symbolic, fix_symbolic
 from kan_core.train import StepInfo, fit
+from kan_core.transform import FittedTransform, TransformConfig, fit_transform
 
 _DEVICE_RE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
@@ -165,8 +168,25 @@ class RefineStage:
         _require(self.grid >= 1, f"grid must be >= 1, got {self.grid}")
 
 
-Stage = TrainStage | PruneStage | SymbolicStage | RefineStage
-STAGE_KINDS: dict[str, type] = {"train": TrainStage, "prune": PruneStage, "symbolic": SymbolicStage, "refine": RefineStage}
+@dataclass(frozen=True)
+class PolishStage:
+    """Levenberg-Marquardt on the symbolic edges' affine parameters (`kan_core.polish`); a no-op
+    while spline edges remain. ``steps``: Jacobian evaluations at most; ``max_points``: rows used."""
+
+    kind: Literal["polish"] = "polish"
+    name: str = "polish"
+    steps: int = 50
+    max_points: int = 2000
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, f"steps must be >= 0, got {self.steps}")
+        _require(self.max_points >= 2, f"max_points must be >= 2, got {self.max_points}")
+
+
+Stage = TrainStage | PruneStage | SymbolicStage | RefineStage | PolishStage
+STAGE_KINDS: dict[str, type] = {
+    "train": TrainStage, "prune": PruneStage, "symbolic": SymbolicStage, "refine": RefineStage, "polish": PolishStage,
+}
 
 
 def seed_stages() -> tuple[Stage, ...]:
@@ -183,10 +203,16 @@ def seed_stages() -> tuple[Stage, ...]:
 class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     stages: tuple[Stage, ...] = field(default_factory=seed_stages)
+    # input/target standardisation and log space (kan_core.transform); the default is the identity
+    transform: TransformConfig = field(default_factory=TransformConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
         _require(isinstance(self.model, ModelConfig), f"model must be a ModelConfig, got {type(self.model).__name__}")
+        _require(
+            isinstance(self.transform, TransformConfig),
+            f"transform must be a TransformConfig, got {type(self.transform).__name__}",
+        )
         for i, stage in enumerate(self.stages):
             _require(
                 isinstance(stage, tuple(STAGE_KINDS.values())),
@@ -336,6 +362,10 @@ class PipelineResult:
     formula_metrics: list[dict[str, float | None]] | None  # per output {"r2", "rmse"} on the test split
     var_names: list[str]
     seconds: float = 0.0
+    # the fitted input/target maps when config.transform is not the identity (else None): the model
+    # then works in transformed space (predict with transform.predict(model, x)), the stage RMSEs
+    # and history are in transformed units, and formulas / formula_metrics are in the original ones
+    transform: FittedTransform | None = None
 
 
 def run_pipeline(
@@ -377,14 +407,17 @@ def run_pipeline(
         )
     names = _var_names(var_names, dataset.n_var)
     _check_symbolic_names(config, library)
-    data = dataset.to(dtype=model.dtype, device=model.device)
+    fitted = None if config.transform.identity else fit_transform(dataset, config.transform)
+    original = dataset.to(dtype=model.dtype, device=model.device)
+    data = fitted.apply(original) if fitted is not None else original
     run = _Run(config, data, on_progress, should_stop, library)
 
     start = time.perf_counter()
     for index, stage in enumerate(config.stages):
         model = run.stage(index, stage, model)
-    formulas, metrics = _formulas(model, data, names)
-    return PipelineResult(model, run.results, run.history, formulas, metrics, names, time.perf_counter() - start)
+    formulas, metrics = _formulas(model, original, names, fitted)
+    return PipelineResult(model, run.results, run.history, formulas, metrics, names,
+                          time.perf_counter() - start, fitted)
 
 
 class _Run:
@@ -417,6 +450,10 @@ class _Run:
             model = prune_model(model, self.data.train_input, node_th=stage.node_th, edge_th=stage.edge_th)
         elif isinstance(stage, SymbolicStage):
             details = self._symbolic(stage, model)
+        elif isinstance(stage, PolishStage):
+            report = polish_symbolic(model, self.data.train_input, self.data.train_label, steps=stage.steps,
+                                     max_points=stage.max_points, should_stop=self.should_stop)
+            details = dataclasses.asdict(report)
         else:  # RefineStage
             details["grid_before"] = model.grid
             model = model.refine(stage.grid)
@@ -516,11 +553,19 @@ def _rmse(model: KAN, data: Dataset) -> tuple[float, float]:
     return float(train), float(test)
 
 
-def _formulas(model: KAN, data: Dataset, names: list[str]) -> tuple[list[sympy.Expr] | None, list[dict] | None]:
-    """Formulas (and their test-split metrics) when every active edge is symbolic, else None."""
+def _formulas(
+    model: KAN, data: Dataset, names: list[str], fitted: FittedTransform | None = None
+) -> tuple[list[sympy.Expr] | None, list[dict] | None]:
+    """Formulas (and their test-split metrics) when every active edge is symbolic, else None.
+    With a transform, the raw network formula is composed with the inverse maps, then cleaned;
+    ``data`` is then the untransformed dataset."""
     if any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in model.layers):
         return None, None
-    exprs = symbolic_formula(model, var_names=names)
+    if fitted is None:
+        exprs = symbolic_formula(model, var_names=names)
+    else:
+        raw = symbolic_formula(model, var_names=names, simplify=False, digits=15, tol=0.0)
+        exprs = [tidy_formula(fitted.compose(e, names)) for e in raw]
     x = data.test_input.detach().to("cpu", torch.float64).numpy()  # (M, n_in)
     y = data.test_label.detach().to("cpu", torch.float64).numpy()  # (M, n_out)
     return exprs, [_fit_metrics(evaluate_formula(e, names, x), y[:, j]) for j, e in enumerate(exprs)]
