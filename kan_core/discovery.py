@@ -39,10 +39,11 @@ from typing import Any, Literal
 import numpy as np
 import sympy
 import torch
-from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
 from kan_core.data import Dataset
 from kan_core.errors import KANError, TrainingCancelled
+from kan_core.expr import STORED_LIMITS, ExpressionError
+from kan_core.expr import parse as parse_expression
 from kan_core.formula import evaluate_formula, formula_complexity, formula_latex, tidy_formula
 from kan_core.pipeline import (
     ModelConfig,
@@ -263,29 +264,15 @@ def _from_dict(cls: type, data: Mapping[str, Any], what: str) -> Any:
         raise ValueError(f"{what}: {exc}") from None
 
 
-# what formulas written by this module can contain besides variables and numbers
-_PARSE_GLOBALS: dict[str, Any] = {
-    "Integer": sympy.Integer, "Float": sympy.Float, "Rational": sympy.Rational, "Symbol": sympy.Symbol,
-    "pi": sympy.pi, "E": sympy.E, "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "Abs": sympy.Abs,
-    "sign": sympy.sign, "sin": sympy.sin, "cos": sympy.cos, "tan": sympy.tan, "asin": sympy.asin,
-    "acos": sympy.acos, "atan": sympy.atan, "sinh": sympy.sinh, "cosh": sympy.cosh, "tanh": sympy.tanh,
-    "asinh": sympy.asinh, "acosh": sympy.acosh, "atanh": sympy.atanh, "__builtins__": {},
-}  # fmt: skip
-
-
 def parse_formula(text: str, var_names: Sequence[str]) -> sympy.Expr:
     """Parse a formula string written by this module (sympy's printer) over plain symbols named
-    ``var_names``; only the functions our libraries produce are known (ValueError otherwise)."""
+    ``var_names``, with the whitelist parser (kan_core.expr, stored-formula limits): the text is
+    never evaluated. ValueError (ExpressionError) for anything else."""
     _require(isinstance(text, str), f"formula must be a string, got {type(text).__name__}")
-    local: dict[str, Any] = {n: sympy.Symbol(n) for n in var_names}
     try:
-        expr = parse_expr(text, local_dict=local, global_dict=dict(_PARSE_GLOBALS),
-                          transformations=standard_transformations)
-    except Exception as exc:  # parse_expr raises many types
+        return parse_expression(text, var_names, limits=STORED_LIMITS)
+    except ExpressionError as exc:
         raise ValueError(f"cannot parse formula {text!r}: {exc}") from None
-    if not isinstance(expr, sympy.Expr):
-        raise ValueError(f"not a formula: {text!r}")
-    return expr
 
 
 # ----------------------------------------------------------------------------------------------
