@@ -44,11 +44,11 @@ from service.app import create_app
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.models import Job, JobStatus, Model, Worker
-from service.worker.celery_app import make_celery, worker_argv
+
+pytest.importorskip("celery", reason="the `scale` extra (celery[redis], redis, psycopg) is not installed")
+from service.worker.celery_app import make_celery, worker_argv  # noqa: E402
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-pytest.importorskip("celery")
 
 LONG = tiny_pipeline(steps=20_000)  # minutes of training: only ever stopped, never finished
 JOB_WAIT_S = 120
