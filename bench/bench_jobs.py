@@ -16,7 +16,8 @@ the server of --postgres-url; Celery ones queue names of their own on --redis-ur
 
 A job is the tiny pipeline of the worker tests: width [2, 2, 1], grid 3, --steps Adam steps on 200
 rows, so that the figure is dominated by what the job system costs per job (claim, load, progress and
-history writes, model write) plus a little training. Run from the repository root:
+history writes, model write) plus a little training. Workers run at niceness 0 (KAN_WORKER_NICE),
+so that the figure is not about their priority against whatever else runs. Run from the repository root:
 
     .venv/bin/python bench/bench_jobs.py          # 5 rounds of 50 jobs, 1 and 2 workers, 3 backends
     .venv/bin/python bench/bench_jobs.py --jobs 10 --repeats 1 --backends celery-postgres   # smoke run
@@ -186,7 +187,7 @@ class Deployment:
         url = stack.enter_context(fresh_database(backend, args.postgres_url, scratch))
         self.settings = Settings(_env_file=None, data_dir=scratch, database_url=url, executor=executor,
                                  broker_url=args.redis_url, queue_prefix=f"kan-bench-{secrets.token_hex(4)}-",
-                                 workers=n_workers, torch_threads=1, log_level="warning")
+                                 workers=n_workers, torch_threads=1, worker_nice=0, log_level="warning")
         if executor == "celery":
             stack.callback(purge_queues, args.redis_url, self.settings.queue_prefix)
         engine = make_engine(self.settings)

@@ -21,7 +21,8 @@ class Settings(BaseSettings):
 
     # workers
     executor: Literal["local", "celery"] = Field(
-        "local", description="How jobs reach workers: `local` (workers poll the database) or `celery` (over the broker).",
+        "local",
+        description="How jobs reach workers: `local` (workers poll the database) or `celery` (over the broker).",
     )
     workers: int = Field(
         1, ge=0, le=64,
@@ -29,7 +30,8 @@ class Settings(BaseSettings):
     )
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per worker process.")
     worker_nice: int = Field(
-        10, ge=0, le=19, description="Niceness of local worker processes: training yields the CPU to requests.",
+        10, ge=0, le=19,
+        description="Niceness of worker processes (local, Celery pool): training yields the CPU to requests.",
     )
     poll_interval_s: float = Field(0.2, gt=0, le=10, description="How often an idle local worker looks for jobs.")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=60, description="How often a worker stamps its heartbeat.")

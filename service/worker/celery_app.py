@@ -11,8 +11,8 @@ Delivery: `task_acks_late` (a message is acknowledged when its task returns), `w
 pool process that died goes back to the queue). Soft and hard time limits sit above job_timeout_s,
 which the runner enforces itself with a clear error; they only catch a step that never returns.
 
-Every pool process is a worker in the workers table: `worker_process_init` sets torch's threads,
-opens the database and starts the heartbeat thread (service.worker.heartbeat), which stamps the
+Every pool process is a worker in the workers table: `worker_process_init` sets its niceness and
+torch's threads, opens the database and starts the heartbeat thread (service.worker.heartbeat), which stamps the
 process's job, runs the reaper, and sends again the queued jobs whose ids did not reach a worker.
 When a worker dies mid-job its message comes back (the pool process died: reject_on_worker_lost) or
 stays unacknowledged in Redis (the whole worker died), but the job row still says `running` and that
@@ -151,6 +151,7 @@ def _init_pool_process(**_: Any) -> None:
 
     settings = _settings
     assert settings is not None, "run_celery_worker sets the settings before the pool starts"
+    os.nice(settings.worker_nice)  # as local workers: training runs on what the API (if here) leaves
     torch.set_num_threads(settings.torch_threads)
     engine = make_engine(settings)
     process = PoolProcess(settings, engine, make_session_factory(engine), new_worker_id())
