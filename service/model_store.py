@@ -337,7 +337,7 @@ class ModelStore:
     @staticmethod
     def _load_network(session: Session, row: Model) -> LoadedNetwork:
         model = kan_io.loads(_weights(session, row.id), row.kan_config, device="cpu")
-        model.eval()
+        model.train(False)  # inference mode of nn.Module (same as .eval())
         model.requires_grad_(False)
         log.info("model %s loaded (width %s, %s)", row.id, row.width, model.dtype)
         return LoadedNetwork(model)
