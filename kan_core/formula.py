@@ -235,6 +235,29 @@ def _round_significant(v: float, digits: int) -> sympy.Float:
 # simplifying
 
 
+MAX_SIMPLIFY_FUNCTIONS = 3  # sympy.simplify only with at most this many applied functions...
+MAX_SIMPLIFY_NESTING = 2  # ...nested at most this deep (exp(sin(x)) is 2)
+
+
+def _function_depth(expr: sympy.Basic) -> int:
+    if not expr.args:
+        return 0
+    inner = max(_function_depth(a) for a in expr.args)
+    return inner + 1 if isinstance(expr, sympy.Function) else inner
+
+
+def simplify_is_safe(expr: sympy.Expr) -> bool:
+    """Whether `sympy.simplify` is cheap enough to try: at most MAX_SIMPLIFY_OPS operations and
+    MAX_SIMPLIFY_FUNCTIONS applied functions nested at most MAX_SIMPLIFY_NESTING deep. The operation
+    count alone is no bound: simplify ran for over ten minutes (trigsimp -> factor -> expand) on
+    the 26-operation ``17.09 - 10.61/sqrt(sqrt(exp(0.2385*m_0) + 6.841) + 0.2459*tanh(9.449*atanh(
+    0.05893*c - 0.4562) + 3.152) - 0.1892*tanh(5.709*atanh(0.09233*c - 0.7223) + 2.985) - 2.469)``."""
+    if sympy.count_ops(expr) > MAX_SIMPLIFY_OPS:
+        return False
+    n_functions = sum(1 for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function))
+    return n_functions <= MAX_SIMPLIFY_FUNCTIONS and _function_depth(expr) <= MAX_SIMPLIFY_NESTING
+
+
 def _bounded_simplify(expr: sympy.Expr, digits: int, tol: float) -> sympy.Expr:
     """The lowest-complexity of a few equivalent rewrites, each cleaned again; size-guarded."""
     ops = sympy.count_ops(expr)
@@ -245,7 +268,7 @@ def _bounded_simplify(expr: sympy.Expr, digits: int, tol: float) -> sympy.Expr:
         lambda e: sympy.expand(e, deep=True, log=False),  # exp(log(x1) - log(x2)) -> x1/x2
         sympy.cancel,
     ]
-    if ops <= MAX_SIMPLIFY_OPS:
+    if simplify_is_safe(expr):
         rewrites.append(sympy.simplify)
     best, best_size = expr, formula_complexity(expr)
     for rewrite in rewrites:

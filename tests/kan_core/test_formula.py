@@ -152,3 +152,21 @@ def test_evaluate_formula():
         evaluate_formula(expr, ["x_1", "x_2"], X[:, :1])
     with pytest.raises(ValueError, match="NaN"):
         evaluate_formula(expr, ["x_1", "x_2"], np.array([[np.nan, 1.0]]))
+
+
+def test_simplify_is_not_tried_on_nested_function_formulas():
+    """sympy.simplify ran for over ten minutes on this 26-operation formula (trigsimp -> factor)."""
+    import time
+
+    from kan_core.expr import STORED_LIMITS, parse
+    from kan_core.formula import simplify_is_safe, tidy_formula
+
+    text = ("17.09 - 10.61/sqrt(sqrt(exp(0.2385*m_0) + 6.841) + 0.2459*tanh(9.449*atanh(0.05893*c - 0.4562)"
+            " + 3.152) - 0.1892*tanh(5.709*atanh(0.09233*c - 0.7223) + 2.985) - 2.469)")
+    expr = parse(text, ["m_0", "c"], limits=STORED_LIMITS)
+    assert not simplify_is_safe(expr)
+    start = time.monotonic()
+    tidy_formula(expr)
+    assert time.monotonic() - start < 30
+    x1, x2 = sympy.symbols("x_1 x_2")
+    assert simplify_is_safe(sympy.exp(sympy.sin(sympy.pi * x1) + x2**2))
