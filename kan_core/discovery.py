@@ -44,7 +44,7 @@ from kan_core.data import Dataset
 from kan_core.errors import KANError, TrainingCancelled
 from kan_core.expr import STORED_LIMITS, ExpressionError
 from kan_core.expr import parse as parse_expression
-from kan_core.formula import evaluate_formula, formula_complexity, formula_latex, tidy_formula
+from kan_core.formula import evaluate_formula, formula_complexity, formula_latex, simplify_is_safe, tidy_formula
 from kan_core.pipeline import (
     ModelConfig,
     PipelineConfig,
@@ -116,7 +116,8 @@ class CandidateSpec:
 
     ``pipeline`` holds the model (width, grid, seed...), the stages and the transform. For the
     product families, ``pipeline.model.width`` is ignored (the network is built from the number of
-    inputs) and ``als_restarts`` random starts initialise it. ``retry_weight_simple``: further
+    inputs: ``product_rank`` separable products, summed) and ``als_restarts`` random starts
+    initialise it. ``retry_weight_simple``: further
     ``weight_simple`` values for the symbolic stage, tried on the same trained network while the
     formula is not exact (see `run_candidate`).
     """
@@ -125,7 +126,8 @@ class CandidateSpec:
     family: Family
     pipeline: PipelineConfig
     priority: int = 0
-    als_restarts: int = 4
+    als_restarts: int = 6
+    product_rank: int = 1
     retry_weight_simple: tuple[float, ...] = (0.3,)
     label: str = ""
 
@@ -136,13 +138,15 @@ class CandidateSpec:
                  f"pipeline must be a PipelineConfig, got {type(self.pipeline).__name__}")
         _require(isinstance(self.als_restarts, int) and self.als_restarts >= 1,
                  f"als_restarts must be an integer >= 1, got {self.als_restarts!r}")
+        _require(isinstance(self.product_rank, int) and self.product_rank >= 1,
+                 f"product_rank must be an integer >= 1, got {self.product_rank!r}")
         object.__setattr__(self, "retry_weight_simple", tuple(self.retry_weight_simple))
         _require(all(isinstance(w, (int, float)) and 0 <= w <= 1 for w in self.retry_weight_simple),
                  f"retry_weight_simple values must be in [0, 1], got {list(self.retry_weight_simple)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "family": self.family, "pipeline": self.pipeline.to_dict(),
-                "priority": self.priority, "als_restarts": self.als_restarts,
+                "priority": self.priority, "als_restarts": self.als_restarts, "product_rank": self.product_rank,
                 "retry_weight_simple": list(self.retry_weight_simple), "label": self.label}
 
     @classmethod
@@ -315,7 +319,8 @@ def candidates(
        positive factors, a single-layer KAN in log space;
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
     3. product plus additive ``sum_i g_i(x_i) + c prod_i f_i(x_i)``, >= 2 inputs;
-    4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN;
+    4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN; then (>= 3 inputs) a sum of two
+       separable products (``n*T*(log(V2) - log(V1))``);
     5. ``[n, 5, 1]`` with a mild regulariser (lamb 0.002) on the raw data: compositions such as
        ``exp(sin(pi x1) + x2^2)`` or ``sqrt(x1^2 + x2^2)`` after pruning;
     6. the seed recipe on ``[n, 5, 1]`` (pykan's: lamb 0.01, entropy 10, prune, retrain);
@@ -337,11 +342,11 @@ def candidates(
     raw = TransformConfig()
     std_all = TransformConfig(standardize_inputs=True, standardize_target=True)
     log_y = TransformConfig(standardize_inputs=True, log_target=True)
-    specs: list[tuple[str, Family, PipelineConfig, str]] = []
+    specs: list[tuple[str, Family, PipelineConfig, str, int]] = []
 
     def add(name: str, family: Family, model: ModelConfig, stages: tuple, transform: TransformConfig,
-            label: str) -> None:
-        specs.append((name, family, PipelineConfig(model=model, stages=stages, transform=transform), label))
+            label: str, rank: int = 1) -> None:
+        specs.append((name, family, PipelineConfig(model=model, stages=stages, transform=transform), label, rank))
 
     wide = (n, 5, 1)
     mild = _stages(0.002, 2.0, 50, lib)
@@ -356,6 +361,9 @@ def candidates(
             "sum g_i(x_i) + c * prod f_i(x_i) (ALS init), standardised")
     add("additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
         std_all, "y = sum f_i(x_i), standardised")
+    if n >= 3:
+        add("product-rank2", "product", ModelConfig(seed=seed), _product_stages(lib), std_all,
+            "two separable products, summed (ALS init), standardised", rank=2)
     add("mild", "kan", ModelConfig(width=wide, seed=seed), mild, raw, "[n,5,1], lamb 0.002, raw data")
     add("seed-recipe", "kan", ModelConfig(width=wide, seed=seed), recipe, raw, "pykan's seed recipe on [n,5,1]")
     if y_pos:
@@ -368,8 +376,9 @@ def candidates(
             f"[n,5,1], lamb 0.002, raw data, seed +{extra}")
         add(f"seed-recipe-s{extra}", "kan", ModelConfig(width=wide, seed=seed + extra), recipe, raw,
             f"seed recipe, seed +{extra}")
-    out = [CandidateSpec(id=f"{i:02d}-{name}", family=family, pipeline=pipe, priority=i, label=label)
-           for i, (name, family, pipe, label) in enumerate(specs)]
+    out = [CandidateSpec(id=f"{i:02d}-{name}", family=family, pipeline=pipe, priority=i, label=label,
+                         product_rank=rank, als_restarts=6 if rank == 1 else 8)
+           for i, (name, family, pipe, label, rank) in enumerate(specs)]
     return out[: budget.max_candidates]
 
 
@@ -473,9 +482,9 @@ def _train_head(dataset: Dataset, spec: CandidateSpec, progress, stop, names) ->
         data = fit_transform(dataset, pipe.transform).apply(dataset)
         mc = pipe.model
         dtype = torch.float64 if mc.dtype == "float64" else torch.float32
-        initial = separable_product_kan(dataset.n_var, additive=spec.family == "product_additive", grid=mc.grid,
-                                        k=mc.k, seed=mc.seed, dtype=dtype, grid_range=mc.grid_range,
-                                        noise_scale=mc.noise_scale)
+        initial = separable_product_kan(dataset.n_var, additive=spec.family == "product_additive",
+                                        rank=spec.product_rank, grid=mc.grid, k=mc.k, seed=mc.seed, dtype=dtype,
+                                        grid_range=mc.grid_range, noise_scale=mc.noise_scale)
         als_init(initial, data.train_input, data.train_label, restarts=spec.als_restarts, seed=mc.seed,
                  should_stop=stop)
     return run_pipeline(dataset, replace(pipe, stages=pipe.stages[: _split(spec)]), on_progress=progress,
@@ -537,7 +546,24 @@ def _network_rmse(run: PipelineResult, dataset: Dataset) -> float | None:
 # formulas: polishing and measuring
 
 
-MAX_POLISH_OPS = 120  # rewrites with positivity assumptions only below this many operations
+MAX_POLISH_OPS = 60  # rewrites with positivity assumptions only up to this many operations...
+MAX_POLISH_FUNCTIONS = 8  # ...and applied functions (factor/expand can blow up beyond)
+
+
+def _combine_log_sums(expr: sympy.Expr) -> sympy.Expr:
+    """``k1*log(a) + k2*log(b) -> log(a**k1 * b**k2)`` inside every sum whose log terms all have
+    numeric coefficients (symbolic factors stay outside: ``n*(log(a) - log(b)) -> n*log(a/b)``).
+    Valid where the log arguments are positive: call with positive symbols."""
+
+    def numeric_logs(node: sympy.Basic) -> bool:
+        if not isinstance(node, sympy.Add):
+            return False
+        logs = [t for t in node.args if t.has(sympy.log)]
+        return len(logs) >= 2 and all(
+            isinstance(t, sympy.log) or (isinstance(t, sympy.Mul) and len(t.args) == 2 and t.args[0].is_Number
+                                         and isinstance(t.args[1], sympy.log)) for t in logs)
+
+    return expr.replace(numeric_logs, lambda node: sympy.logcombine(node, force=False))
 
 
 def _function_count(expr: sympy.Expr) -> int:
@@ -556,7 +582,7 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
     """
     if not isinstance(expr, sympy.Basic):
         raise ValueError(f"expected a sympy expression, got {type(expr).__name__}")
-    if sympy.count_ops(expr) > MAX_POLISH_OPS:
+    if sympy.count_ops(expr) > MAX_POLISH_OPS or _function_count(expr) > MAX_POLISH_FUNCTIONS:
         return expr
     names = list(var_names)
     positive: list[str] = []
@@ -569,6 +595,7 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
     back = {v: k for k, v in pos.items()}
     e = expr.xreplace(pos)
     rewrites: list[Callable[[sympy.Expr], sympy.Expr]] = [
+        lambda u: _combine_log_sums(sympy.factor_terms(u)),
         lambda u: sympy.logcombine(sympy.factor_terms(u), force=False),
         lambda u: sympy.logcombine(sympy.factor(u), force=False),
         lambda u: sympy.powsimp(sympy.factor(u)),
@@ -576,7 +603,7 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
         lambda u: sympy.cancel(sympy.expand_trig(u)),
         sympy.factor_terms,
     ]
-    if sympy.count_ops(e) <= 40:
+    if simplify_is_safe(e):
         rewrites.append(sympy.simplify)
     size0 = formula_complexity(expr)
     best, best_key = expr, (_function_count(expr), size0)

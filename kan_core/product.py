@@ -12,9 +12,9 @@ express only approximately. Everything that works edge by edge (training, the re
 updates, auto_symbolic, pruning edges) works unchanged: the layer's ``forward`` returns the node
 values, its edges and masks are the subnodes' (``mask``, ``coef``, ... are ``(I, S, ...)``).
 
-`separable_product_kan` builds the network used by discovery: one product node whose subnode ``i``
-sees input ``i`` only (a multiplicatively separable function ``prod_i f_i(x_i)``), optionally plus
-an additive node ``sum_i g_i(x_i)``, and a linear output edge. `als_init` fits it by alternating
+`separable_product_kan` builds the network used by discovery: product nodes whose subnode ``i``
+sees input ``i`` only (multiplicatively separable functions ``prod_i f_i(x_i)``; ``rank`` of them,
+summed), optionally plus an additive node ``sum_i g_i(x_i)``, and linear output edges. `als_init` fits it by alternating
 least squares on the spline bases (each factor's coefficients are a linear least-squares problem
 when the others are fixed), a fast, restartable initialisation that gradient descent from random
 weights rarely matches on products of three or more factors. `balance_products` rescales the
@@ -140,6 +140,7 @@ def separable_product_kan(
     n_in: int,
     *,
     additive: bool = False,
+    rank: int = 1,
     grid: int = 5,
     k: int = 3,
     seed: int = 0,
@@ -148,40 +149,52 @@ def separable_product_kan(
     grid_range: tuple[float, float] = (-1.0, 1.0),
     noise_scale: float = 0.3,
 ):
-    """``y = c * prod_i f_i(x_i) [+ sum_i g_i(x_i)] + d`` as a KAN ``[n_in, node(s), 1]``.
+    """``y = sum_{r<rank} c_r prod_i f_ri(x_i) [+ sum_i g_i(x_i)] + d`` as a KAN ``[n_in, nodes, 1]``.
 
-    Layer 0 is a `ProductLayer` with ``n_in`` subnodes forming one product node, subnode ``i``
-    connected to input ``i`` only (the other edges masked off); with ``additive`` a further
-    subnode connected to every input forms a sum node (node 0). Layer 1 is an ordinary
-    ``[nodes, 1]`` layer. Use `als_init` to fit it before gradient training.
+    Layer 0 is a `ProductLayer`: ``rank`` product nodes of ``n_in`` subnodes each, subnode ``i`` of
+    a product connected to input ``i`` only (the other edges masked off); with ``additive`` one more
+    subnode, connected to every input, is a sum node (node 0). Layer 1 is an ordinary
+    ``[nodes, 1]`` layer. ``rank`` 2 writes ``n*T*(log(V2) - log(V1))``. Use `als_init` to fit it
+    before gradient training. ``n_in >= 2`` (a product of one factor is the additive model).
     """
     from kan_core.model import KAN  # model imports nothing from here; avoid the cycle at import time
 
-    if not isinstance(n_in, int) or n_in < 1:
-        raise ValueError(f"n_in must be an integer >= 1, got {n_in!r}")
+    if not isinstance(n_in, int) or n_in < 2:
+        raise ValueError(f"n_in must be an integer >= 2, got {n_in!r}")
+    if not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
     n_add = 1 if additive else 0
-    n_sub = n_in + n_add
-    n_nodes = n_add + 1
+    n_sub = n_add + rank * n_in
     model = KAN([n_in, n_sub, 1], grid=grid, k=k, seed=seed, dtype=dtype, device=device,
                 grid_range=grid_range, noise_scale=noise_scale)
-    groups = ([[0]] if additive else []) + [list(range(n_add, n_sub))]
+    groups = ([[0]] if additive else []) + [list(range(n_add + r * n_in, n_add + (r + 1) * n_in)) for r in range(rank)]
     layer0 = ProductLayer.from_layer(model.layers[0], groups)
     with torch.no_grad():
-        for i in range(n_in):
-            for s in range(n_add, n_sub):
-                if s - n_add != i:
+        for s in range(n_add, n_sub):
+            keep = (s - n_add) % n_in
+            for i in range(n_in):
+                if i != keep:
                     layer0.mask[i, s] = 0.0
     gen = torch.Generator().manual_seed(int(seed) + 1)
-    layer1 = KANLayer(n_nodes, 1, grid, k, grid_range, model.grid_eps, noise_scale,
+    layer1 = KANLayer(len(groups), 1, grid, k, grid_range, model.grid_eps, noise_scale,
                       dtype=dtype, device=device, generator=gen)
     return KAN._with_layers(model, [layer0, layer1])
 
 
-def _is_separable_product(model) -> bool:
+def _product_shape(model) -> tuple[int, int] | None:
+    """``(n_add, rank)`` of a `separable_product_kan` network, None for any other network."""
     if model.depth != 2 or not isinstance(model.layers[0], ProductLayer) or model.width[-1] != 1:
-        return False
+        return None
     layer = model.layers[0]
-    return layer.groups[-1] == tuple(range(layer.out_dim - len(layer.groups[-1]), layer.out_dim))
+    n_in, groups = layer.in_dim, layer.groups
+    n_add = 1 if len(groups[0]) == 1 else 0
+    products = groups[n_add:]
+    if n_in < 2 or not products or (n_add and groups[0] != (0,)):
+        return None
+    for r, g in enumerate(products):
+        if g != tuple(range(n_add + r * n_in, n_add + (r + 1) * n_in)):
+            return None
+    return n_add, len(products)
 
 
 @torch.no_grad()
@@ -199,27 +212,30 @@ def als_init(
 ) -> float:
     """Fit a `separable_product_kan` to ``x (B, n), y (B, 1)`` by alternating least squares.
 
-    Each product subnode ``s`` is ``F_s(x) @ w_s`` with ``F_s`` its input's features (silu and
-    B-spline basis on the layer's current grid). With the other factors fixed, the model is linear
-    in ``w_s`` (and in the additive subnode's weights, and an intercept), so every update is a small
-    ridge least-squares solve. ``restarts`` random starts, ``sweeps`` sweeps each (stopping early
-    when the RMSE changes by < ``tol`` relative); the best start is written into the model: its
-    edges get ``scale_sp = 1``, ``scale_base``/``coef`` from ``w``, and the output edge becomes the
-    symbolic identity ``x + d`` (``d`` the intercept). Returns the training RMSE of that fit.
-    ``should_stop()`` is asked between sweeps (True raises `TrainingCancelled`).
+    Each product subnode ``(r, i)`` is ``F_i(x) @ w_ri`` with ``F_i`` its input's features (silu and
+    B-spline basis on the layer's current grid). With every other factor fixed, the model is linear
+    in ``w_ri`` (and in the additive subnode's weights, and an intercept), so every update is a
+    small ridge least-squares solve. ``restarts`` random starts, ``sweeps`` sweeps each (stopping
+    early when the RMSE changes by < ``tol`` relative; with ``rank > 1`` every other start is
+    greedy: product ``r`` first fits what products ``< r`` leave, then all are swept together,
+    which finds sums of products that random starts rarely do); the best is written into the model:
+    its edges get ``scale_sp = 1``, ``scale_base``/``coef`` from ``w``, and the output edges become
+    symbolic identities (the intercept in the first one's ``d``). Returns the training RMSE of
+    that fit. ``should_stop()`` is asked between sweeps (True raises `TrainingCancelled`).
     """
     from kan_core.errors import TrainingCancelled
     from kan_core.functions import get as get_function
 
-    if not _is_separable_product(model):
+    shape = _product_shape(model)
+    if shape is None:
         raise ValueError("als_init needs a model built by separable_product_kan")
+    n_add, rank = shape
     layer0, layer1 = model.layers
     x = x.to(dtype=model.dtype, device=model.device)
     y = y.to(dtype=model.dtype, device=model.device).reshape(-1)
     if x.shape[0] != y.shape[0] or x.shape[0] < 2:
         raise ValueError(f"x and y must have the same number (>= 2) of rows, got {x.shape[0]} and {y.shape[0]}")
-    n_in, n_sub = layer0.in_dim, layer0.out_dim
-    n_add = n_sub - n_in
+    n_in = layer0.in_dim
     feats = layer0._features_t(x).permute(0, 2, 1)  # (I, B, K+1)
     B, K1 = feats.shape[1], feats.shape[2]
     ones = torch.ones(B, 1, dtype=x.dtype, device=x.device)
@@ -232,55 +248,80 @@ def als_init(
         sol = torch.linalg.solve(ata, a.T @ rhs)
         return sol[:-1], float(sol[-1])
 
-    gen = torch.Generator().manual_seed(int(seed))
-    best: tuple[float, torch.Tensor, torch.Tensor, float] | None = None
-    for _ in range(max(1, restarts)):
-        w = torch.randn(n_in, K1, generator=gen, dtype=torch.float64).to(x)  # factor weights
-        vals = torch.einsum("ibk,ik->ib", feats, w)  # (I, B) factor values
-        w_add = torch.zeros(n_in * K1, dtype=x.dtype, device=x.device)
-        add_val = torch.zeros(B, dtype=x.dtype, device=x.device)
+    def run(w: torch.Tensor, w_add: torch.Tensor, products: list[int]) -> tuple[float, torch.Tensor, float]:
+        """ALS sweeps over the factors of ``products`` (the others fixed) and the additive subnode,
+        updating ``w`` in place; returns (rmse, w_add, intercept)."""
+        vals = torch.einsum("ibk,rik->rib", feats, w)  # (R, I, B) factor values
+        add_val = all_feats @ w_add
         d, prev = 0.0, math.inf
         for _sweep in range(sweeps):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled("cancelled during the product initialisation")
             if n_add:
-                w_add, d = solve(all_feats, y - vals.prod(0))
+                w_add, d = solve(all_feats, y - vals.prod(1).sum(0))
                 add_val = all_feats @ w_add
-            for i in range(n_in):
-                others = torch.cat([vals[:i], vals[i + 1:]]).prod(0) if n_in > 1 else torch.ones_like(y)
-                w_i, d = solve(feats[i] * others[:, None], y - add_val)
-                w[i] = w_i
-                vals[i] = feats[i] @ w_i
-            rmse = float((add_val + vals.prod(0) + d - y).pow(2).mean().sqrt())
+            for r in products:
+                rest = add_val + (vals.prod(1).sum(0) - vals[r].prod(0))  # everything but product r
+                for i in range(n_in):
+                    others = torch.cat([vals[r, :i], vals[r, i + 1:]]).prod(0)
+                    w_ri, d = solve(feats[i] * others[:, None], y - rest)
+                    w[r, i] = w_ri
+                    vals[r, i] = feats[i] @ w_ri
+            rmse = float((add_val + vals.prod(1).sum(0) + d - y).pow(2).mean().sqrt())
             if not math.isfinite(rmse):
-                break
+                return math.inf, w_add, d
             done = abs(prev - rmse) <= tol * max(rmse, 1e-300) or rmse <= 1e-12 * (1 + float(y.abs().max()))
             prev = rmse
             if done:
                 break
-        if math.isfinite(prev) and (best is None or prev < best[0]):
-            best = (prev, w.clone(), w_add.clone(), d)
+        return prev, w_add, d
+
+    def near_one(*shape: int) -> torch.Tensor:
+        """Factor weights of a curve near 1 (B-splines sum to 1 on the grid) plus noise: a product of
+        such factors starts near 1, so the first solves see y itself (a random zero-mean factor on an
+        input y does not depend on makes the product nearly orthogonal to y, and ALS collapses)."""
+        w = 0.3 * torch.randn(*shape, K1, generator=gen, dtype=torch.float64)
+        w[..., 1:] += 1.0
+        return w.to(x)
+
+    gen = torch.Generator().manual_seed(int(seed))
+    best: tuple[float, torch.Tensor, torch.Tensor, float] | None = None
+    for start in range(max(1, restarts)):
+        # even starts: factors near 1 (greedy for rank > 1); odd starts: random factors. Neither
+        # kind always wins (a zero-mean random factor stalls on an unused input; factors near 1
+        # stall more often on sign-changing products), so restarts alternate.
+        if start % 2 == 0:
+            w = near_one(rank, n_in)
+        else:
+            w = torch.randn(rank, n_in, K1, generator=gen, dtype=torch.float64).to(x)
+        w_add = torch.zeros(n_in * K1, dtype=x.dtype, device=x.device)
+        if rank > 1 and start % 2 == 0:  # greedy start: product r fit to what products < r leave
+            w[1:] = 0.0
+            for r in range(rank - 1):
+                run(w, w_add, [r])
+                w[r + 1] = near_one(n_in)
+        rmse, w_add, d = run(w, w_add, list(range(rank)))
+        if math.isfinite(rmse) and (best is None or rmse < best[0]):
+            best = (rmse, w.clone(), w_add.clone(), d)
     if best is None:
         raise ValueError("the product initialisation did not converge (non-finite fit)")
     rmse, w, w_add, d = best
     _write_weights(layer0, w, w_add.reshape(n_in, K1), n_add)
-    layer1.set_symbolic(0, 0, get_function("x"), (1.0, 0.0, 1.0, 0.0))
-    for g in range(1, layer1.in_dim):  # further nodes (after the additive one) are summed too
-        layer1.set_symbolic(g, 0, get_function("x"), (1.0, 0.0, 1.0, 0.0))
-    with torch.no_grad():
-        layer1.sym_affine[0, 0, 3] = d
+    for g in range(layer1.in_dim):  # the output sums the nodes
+        layer1.set_symbolic(g, 0, get_function("x"), (1.0, 0.0, 1.0, d if g == 0 else 0.0))
     return rmse
 
 
 def _write_weights(layer: ProductLayer, w: torch.Tensor, w_add: torch.Tensor, n_add: int) -> None:
-    """Edge (i, s) = w[...,0] * silu + w[...,1:] . B-splines, with scale_sp = 1."""
-    n_in = layer.in_dim
+    """Edge (i, subnode) = w[..., 0] * silu + w[..., 1:] . B-splines, with scale_sp = 1."""
+    rank, n_in, _ = w.shape
     with torch.no_grad():
         layer.scale_sp.fill_(1.0)
         for i in range(n_in):
-            s = n_add + i
-            layer.scale_base[i, s] = w[i, 0]
-            layer.coef[i, s] = w[i, 1:]
+            for r in range(rank):
+                s = n_add + r * n_in + i
+                layer.scale_base[i, s] = w[r, i, 0]
+                layer.coef[i, s] = w[r, i, 1:]
             if n_add:
                 layer.scale_base[i, 0] = w_add[i, 0]
                 layer.coef[i, 0] = w_add[i, 1:]

@@ -89,14 +89,28 @@ def test_separable_product_kan_structure():
     assert model.width == [3, 2, 1] and layer.groups == ((0,), (1, 2, 3))
     assert layer.mask.tolist() == [[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]]
     assert separable_product_kan(2).layers[0].groups == ((0, 1),)
-    with pytest.raises(ValueError):
-        separable_product_kan(0)
+    two = separable_product_kan(2, rank=2)
+    assert two.width == [2, 2, 1] and two.layers[0].groups == ((0, 1), (2, 3))
+    assert two.layers[0].mask.tolist() == [[1, 0, 1, 0], [0, 1, 0, 1]]
+    for bad in (dict(n_in=1), dict(n_in=2, rank=0)):
+        with pytest.raises(ValueError):
+            separable_product_kan(**bad)
+
+
+def test_als_fits_a_sum_of_two_products():
+    # x1*x2*(log(x4) - log(x3)) = x1 x2 log(x4) * 1 + x1 x2 * 1 * (-log(x3)): rank 2
+    data = make_dataset(lambda x: x[:, 0] * x[:, 1] * torch.log(x[:, 3] / x[:, 2]), 4, ranges=(1, 5),
+                        n_train=400, n_test=100)
+    scaled = (data.train_input - 3) / 2  # on the grid
+    one = als_init(separable_product_kan(4, grid=8), scaled, data.train_label, restarts=6)
+    two = als_init(separable_product_kan(4, rank=2, grid=8), scaled, data.train_label, restarts=8)
+    assert two < 1e-2 * float(data.train_label.std()) and two < 0.2 * one
 
 
 def test_als_fits_a_signed_product_and_training_keeps_it():
     data = make_dataset(lambda x: x[:, 0] * torch.sin(2 * x[:, 1]) * (x[:, 2] + 0.5), 3, n_train=400, n_test=200)
     model = separable_product_kan(3, grid=8)
-    rmse = als_init(model, data.train_input, data.train_label, restarts=3)
+    rmse = als_init(model, data.train_input, data.train_label, restarts=6)
     assert rmse < 1e-3 * float(data.train_label.std())
     pred = model(data.train_input).detach()
     assert float((pred - data.train_label).pow(2).mean().sqrt()) == pytest.approx(rmse, rel=1e-6, abs=1e-12)
