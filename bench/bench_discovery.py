@@ -1,0 +1,245 @@
+"""Formula discovery on the public benchmark: kan_core.discovery vs pykan 0.2.8's seed pipeline.
+
+For each formula of shared/benchmarks/formulas.json: 1000 train and 1000 test points drawn
+uniformly in the variables' ranges (numpy generator seeded with --data-seed + the formula's index),
+then, in the same process and on the same data:
+
+- ours: kan_core.discovery.discover with Budget(max_seconds=--budget) (the variable names of the
+  benchmark, nothing else: discovery never sees the true formula);
+- pykan 0.2.8, the seed recipe: KAN(width=[n, 5, 1], grid=5, k=3, seed=--pykan-seed), fit LBFGS 20
+  steps (lamb=0.01, lamb_entropy=10), prune, fit 50, auto_symbolic (its default library), fit 50,
+  symbolic_formula. It writes files, so it runs in a temporary directory; crashes (e.g. 'lstsq
+  failed') are caught and count as failures.
+
+pykan runs in a process of its own, started with ours, so each has one of the machine's two cores
+(--threads torch threads each). Both formulas are judged with kan_core.judge.is_solution (shared/benchmarks/README.md); a formula
+that is not a solution but has test R² > 0.999 counts as an accurate fit. Both run in float64
+(pykan through torch.set_default_dtype), with --threads torch threads.
+
+    .venv/bin/python bench/bench_discovery.py [--only ID ...] [--skip-pykan] [--budget 120] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sympy
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kan_core.data import Dataset  # noqa: E402
+from kan_core.discovery import Budget, discover  # noqa: E402
+from kan_core.formula import evaluate_formula  # noqa: E402
+from kan_core.judge import is_solution  # noqa: E402
+
+FORMULAS = ROOT.parent / "shared" / "benchmarks" / "formulas.json"
+if not FORMULAS.exists():
+    FORMULAS = Path("/work/shared/benchmarks/formulas.json")
+
+
+def make_data(entry: dict, seed: int, n: int = 1000) -> tuple[list[str], sympy.Expr, Dataset]:
+    names = list(entry["variables"])
+    symbols = [sympy.Symbol(v) for v in names]
+    true = sympy.sympify(entry["formula"], locals=dict(zip(names, symbols)))
+    fn = sympy.lambdify(symbols, true, "numpy")
+    rng = np.random.default_rng(seed)
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:
+        x = np.column_stack([rng.uniform(lo, hi, n) for lo, hi in entry["variables"].values()])
+        return x, np.asarray(fn(*x.T), dtype=np.float64)
+
+    (x, y), (xt, yt) = draw(), draw()
+    return names, true, Dataset.from_arrays(x, y, xt, yt)
+
+
+def r2_of(expr: sympy.Expr | None, names: list[str], data: Dataset) -> float | None:
+    if expr is None:
+        return None
+    try:
+        pred = evaluate_formula(expr, names, data.test_input)
+    except Exception:  # e.g. a formula in unexpected variables
+        return None
+    y = data.test_label[:, 0].numpy()
+    if not np.isfinite(pred).all():
+        return None
+    return 1 - float(np.sum((pred - y) ** 2)) / float(np.sum((y - y.mean()) ** 2))
+
+
+def _judge_child(conn, found: str, true: str, names: list[str]) -> None:
+    try:
+        conn.send(("ok", bool(is_solution(found, true, names))))
+    except Exception as exc:  # a formula the judge cannot parse or simplify is not a solution
+        conn.send(("error", f"{type(exc).__name__}: {exc}"[:200]))
+
+
+def judge(found: sympy.Expr | str | None, true: sympy.Expr, names: list[str], timeout: float = 300.0) -> bool:
+    """is_solution in a forked child, so that a sympy simplification that runs away (the judge
+    simplifies formulas up to 200 operations) costs at most ``timeout`` seconds and counts as no."""
+    if found is None:
+        return False
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_judge_child, args=(child, str(found), str(true), names), daemon=True)
+    proc.start()
+    child.close()
+    verdict = parent.recv() if parent.poll(timeout) else ("error", f"judge timed out after {timeout:g} s")
+    proc.kill()
+    proc.join()
+    if verdict[0] == "error":
+        print(f"    judge: {verdict[1]}")
+        return False
+    return verdict[1]
+
+
+def run_ours(data: Dataset, names: list[str], budget: float) -> tuple[sympy.Expr | None, float, str]:
+    start = time.perf_counter()
+    out = discover(data, Budget(max_candidates=20, max_seconds=budget), var_names=names)
+    seconds = time.perf_counter() - start
+    chosen = out.chosen
+    ran = ", ".join(f"{r.spec_id.split('-', 1)[1]}:{r.status}" + (f"(R2={r.test_r2:.6f})" if r.test_r2 is not None else "")
+                    for r in out.results)
+    note = f"stopped={out.stopped}, {len(out.results)} candidates [{ran}]"
+    if chosen is None:
+        return None, seconds, note
+    return chosen.expr, seconds, f"chosen {chosen.spec_id}, {note}"
+
+
+def run_pykan(data: Dataset, names: list[str], seed: int) -> tuple[sympy.Expr | None, float, str]:
+    from kan import KAN  # bench only: the reference library
+
+    n = data.n_var
+    dataset = {"train_input": data.train_input, "train_label": data.train_label,
+               "test_input": data.test_input, "test_label": data.test_label}
+    cwd = os.getcwd()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        os.makedirs("model", exist_ok=True)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                model = KAN(width=[n, 5, 1], grid=5, k=3, seed=seed, auto_save=False)
+                model.fit(dataset, opt="LBFGS", steps=20, lamb=0.01, lamb_entropy=10.0)
+                model = model.prune()
+                model.fit(dataset, opt="LBFGS", steps=50)
+                model.auto_symbolic()
+                model.fit(dataset, opt="LBFGS", steps=50)
+                formula = model.symbolic_formula()[0][0]
+            pk_syms = {sympy.Symbol(f"x_{i + 1}"): sympy.Symbol(v) for i, v in enumerate(names)}
+            return sympy.sympify(formula).xreplace(pk_syms), time.perf_counter() - start, ""
+        except Exception as exc:  # pykan 0.2.8 crashes on some data (lstsq failed, NaN in curve2coef...)
+            return None, time.perf_counter() - start, f"crash: {type(exc).__name__}: {exc}".splitlines()[0][:120]
+        finally:
+            os.chdir(cwd)
+
+
+def _pykan_child(entries: list[tuple[int, dict]], data_seed: int, pykan_seed: int, threads: int, conn) -> None:
+    """All pykan runs, one after another, in a process of their own (one core), so that the 2-core machine
+    runs pykan beside our discovery instead of after it. Sends (formula id, formula string, seconds, note)."""
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(torch.float64)
+    for index, entry in entries:
+        names, _, data = make_data(entry, data_seed + index)
+        expr, seconds, note = run_pykan(data, names, pykan_seed)
+        conn.send((entry["id"], None if expr is None else str(expr), seconds, note))
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="ID", help="formula ids to run (default: all)")
+    parser.add_argument("--skip-pykan", action="store_true")
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds of discovery per formula")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--pykan-seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH", help="also write the per-formula results as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_default_dtype(torch.float64)  # pykan builds its tensors in the default dtype
+    entries = json.loads(FORMULAS.read_text())["formulas"]
+    if args.only:
+        unknown = set(args.only) - {e["id"] for e in entries}
+        if unknown:
+            parser.error(f"unknown formula id(s): {sorted(unknown)}")
+        chosen_ids = set(args.only)
+    else:
+        chosen_ids = {e["id"] for e in entries}
+    print(f"torch {torch.__version__}, {args.threads} thread(s), float64, budget {args.budget:g} s/formula, "
+          f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
+
+    selected = [(index, entry) for index, entry in enumerate(entries) if entry["id"] in chosen_ids]
+    pykan_conn = pykan_proc = None
+    if not args.skip_pykan:  # pykan in a process of its own, beside ours (1 core each)
+        ctx = multiprocessing.get_context("spawn")
+        pykan_conn, child = ctx.Pipe(duplex=False)
+        pykan_proc = ctx.Process(target=_pykan_child, args=(selected, args.data_seed, args.pykan_seed, args.threads, child))
+        pykan_proc.start()
+        child.close()
+
+    def score(who: str, expr, seconds: float, note: str, true, names, data) -> dict:
+        ok = judge(expr, true, names)
+        r2 = r2_of(expr, names, data)
+        verdict = "SOLVED" if ok else ("accurate fit" if r2 is not None and r2 > 0.999 else "not solved")
+        shown = str(expr) if expr is not None else "-"
+        print(f"  {who:5s} {verdict:12s} {seconds:7.1f}s  R2={r2 if r2 is None else round(r2, 9)}  {shown[:160]}")
+        if note:
+            print(f"        {note[:400]}")
+        sys.stdout.flush()
+        return {"solved": ok, "verdict": verdict, "seconds": seconds, "r2": r2, "formula": shown, "note": note}
+
+    rows = []
+    problems = {}
+    for index, entry in selected:
+        names, true, data = make_data(entry, args.data_seed + index)
+        problems[entry["id"]] = (true, names, data)
+        print(f"\n[{entry['id']}] {entry['formula']}   (load {os.getloadavg()[0]:.1f})", flush=True)
+        row = {"id": entry["id"], "formula": entry["formula"]}
+        expr, seconds, note = run_ours(data, names, args.budget)
+        row["ours"] = score("ours", expr, seconds, note, true, names, data)
+        rows.append(row)
+    if pykan_conn is not None:
+        print("\npykan (its own process, started with ours):", flush=True)
+        by_id = {row["id"]: row for row in rows}
+        for _ in selected:
+            formula_id, text, seconds, note = pykan_conn.recv()
+            true, names, data = problems[formula_id]
+            expr = None if text is None else sympy.sympify(text, locals={v: sympy.Symbol(v) for v in names})
+            print(f"[{formula_id}]")
+            by_id[formula_id]["pykan"] = score("pykan", expr, seconds, note, true, names, data)
+        pykan_proc.join()
+
+    print("\n| formula | ours | s | pykan | s |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        ours, pk = row["ours"], row.get("pykan")
+        print(f"| {row['id']} | {ours['verdict']} | {ours['seconds']:.1f} | "
+              + (f"{pk['verdict']} | {pk['seconds']:.1f} |" if pk else "- | - |"))
+    for who in ("ours", "pykan"):
+        done = [r[who] for r in rows if who in r]
+        if not done:
+            continue
+        solved = sum(d["solved"] for d in done)
+        accurate = sum(d["verdict"] == "accurate fit" for d in done)
+        med = statistics.median(d["seconds"] for d in done)
+        print(f"{who}: solved {solved}/{len(done)}, accurate fits (not solutions) {accurate}, "
+              f"median {med:.1f} s per formula")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
