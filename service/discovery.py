@@ -1,12 +1,17 @@
-"""Formula discovery, no HTTP: a discovery is a parent job (kind `discovery`) whose candidate
-pipelines run as child jobs (kind `candidate`, Job.parent_job_id) through the normal queue, so local
-and Celery workers share them. The parent never holds a worker: it is created `running` (claims only
-take `queued` jobs) and is advanced event-driven by `advance_discovery`, which the worker calls right
-after it finishes a candidate and every worker's heartbeat calls for every running discovery (the
-deadline). It ends the search when every candidate is final, the deadline passed, a candidate is good
-enough, or a cancel was asked; then cancels the remaining candidates and stores the Pareto front
-(complexity vs test RMSE of each candidate's formula) and the chosen formula on the parent, with a
-compare-and-set on the parent's status, so two workers finishing candidates at once end it once.
+"""Formula discovery, no HTTP: a discovery is a parent job (kind `discovery`) whose candidates run as
+child jobs (kind `candidate`, Job.parent_job_id) through the normal queue, so local and Celery workers
+share them. The engine decides what to try and what to keep: `kan_core.discovery.candidates` gives
+the candidate specs (stored as the children's Job.config), each worker runs one with
+`kan_core.discovery.run_candidate` (its CandidateResult lands in Job.result), and the parent keeps
+`pareto_front` / `choose` of the results and stops early on `good_enough`.
+
+The parent never holds a worker: it is created `running` (claims only take `queued` jobs) and is
+advanced event-driven by `advance_discovery`, which the worker calls right after it finishes a
+candidate and every worker's heartbeat calls for every running discovery (the deadline). It ends the
+search when every candidate is final, the deadline passed, a candidate is good enough, or a cancel
+was asked; then cancels the remaining candidates and stores the Pareto front (complexity vs test
+RMSE of each candidate's formula) and the chosen formula on the parent, with a compare-and-set on the
+parent's status, so two workers finishing candidates at once end it once.
 
 Batches create, per item, a dataset (service.datasets) and a discovery; a bad item is rejected with a
 problem naming its field while the others proceed.
@@ -15,7 +20,7 @@ problem naming its field while the others proceed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,14 +28,16 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
+from kan_core import discovery as kd
+from kan_core.pipeline import TrainStage
 from service import datasets, jobs
+from service.datasets import load_arrays
 from service.config import Settings
 from service.errors import PROBLEM_BASE, Conflict, InvalidInput, NotFound, ServiceError
 from service.ids import new_id
-from service.models import Batch, Dataset, Job, JobKind, JobStatus, Model, utcnow
+from service.models import Batch, Dataset, Job, JobKind, JobStatus, utcnow
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.datasets import DatasetCreateArrays, DatasetCreateSynthetic
-from service.schemas.jobs import ModelSpec, PipelineSpec
 from service.schemas.discoveries import (
     BatchCreate,
     BatchItemPublic,
@@ -52,28 +59,34 @@ log = logging.getLogger(__name__)
 # the engine (kan_core.discovery): candidates in, front and choice out
 
 
-def _fallback_candidates(dataset: Dataset, n: int, seed: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Until kan_core.discovery lands: the seed pipeline over hidden widths and seeds."""
-    n_in, n_out = len(dataset.feature_names), len(dataset.target_names)
-    specs = [{"hidden": h, "seed": seed + s} for s in range(n) for h in (2, 3, 1, 5)][:n]
-    return [(spec, PipelineSpec(model=ModelSpec(width=[n_in, spec["hidden"], n_out], seed=spec["seed"])).pipeline_dict())
-            for spec in specs]
-
-
 def candidate_specs(settings: Settings, dataset: Dataset, budget: Budget,
-                    options: DiscoveryOptions) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(spec dict, pipeline dict) per candidate, most promising first, at most budget.max_candidates.
-    `options.train_steps` overrides the steps of every training stage."""
-    pairs = _fallback_candidates(dataset, budget.max_candidates, options.seed)
-    if options.train_steps is not None:
-        if options.train_steps > settings.max_steps:
-            raise InvalidInput(f"at most {settings.max_steps} steps per stage, got {options.train_steps}",
-                               field="options.train_steps")
-        for _, pipeline in pairs:
-            for stage in pipeline["stages"]:
-                if stage["kind"] == "train":
-                    stage["steps"] = options.train_steps
-    return pairs
+                    options: DiscoveryOptions) -> list[kd.CandidateSpec]:
+    """The engine's candidates for the dataset (`kan_core.discovery.candidates`), most promising
+    first, at most budget.max_candidates. `options.train_steps` overrides the steps of every training
+    stage. A dataset the engine cannot search (several targets) is refused, naming `dataset_id`."""
+    if options.train_steps is not None and options.train_steps > settings.max_steps:
+        raise InvalidInput(f"at most {settings.max_steps} steps per stage, got {options.train_steps}",
+                           field="options.train_steps")
+    if len(dataset.target_names) != 1:
+        raise InvalidInput(f"discovery needs a dataset with one target, {dataset.id!r} has "
+                           f"{len(dataset.target_names)}", field="dataset_id")
+    engine_budget = kd.Budget(max_candidates=budget.max_candidates, max_seconds=budget.max_seconds)
+    try:
+        specs = kd.candidates(load_arrays(dataset), engine_budget, seed=options.seed)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="dataset_id") from exc
+    if options.train_steps is None:
+        return specs
+    steps = options.train_steps
+    return [replace(spec, pipeline=replace(spec.pipeline, stages=tuple(
+        replace(stage, steps=steps, stop_grid_update_step=min(stage.stop_grid_update_step, steps))
+        if isinstance(stage, TrainStage) else stage for stage in spec.pipeline.stages)))
+        for spec in specs]
+
+
+def candidate_deadline(parent: Job) -> datetime:
+    """When the discovery's time budget runs out (its candidates stop there)."""
+    return _as_utc(parent.created_at) + timedelta(seconds=float(parent.config["budget"]["max_seconds"]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -105,8 +118,8 @@ def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: D
                  status=JobStatus.running, started_at=now, created_at=now)
     children = [
         Job(id=new_id("job"), tenant_id=tenant, kind=JobKind.candidate, dataset_id=dataset.id, parent_job_id=parent.id,
-            config=pipeline, result={"spec": spec}, queue=jobs.queue_for(pipeline["model"].get("device", "cpu")))
-        for spec, pipeline in candidate_specs(settings, dataset, budget, options)
+            config=spec.to_dict(), queue=jobs.queue_for(spec.pipeline.model.device))
+        for spec in candidate_specs(settings, dataset, budget, options)
     ]
     if not children:
         raise InvalidInput("the engine proposed no candidate for this dataset", field="dataset_id")
@@ -190,40 +203,18 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-def _point(child: Job, model: Model) -> dict[str, Any] | None:
-    """A candidate's formula as a front point; None when its model has no formula (some edge stayed a spline)."""
-    formulas = model.formulas or []
-    if not formulas or any(f.get("rmse") is None for f in formulas):
-        return None
-    r2s = [f.get("r2") for f in formulas]
+def candidate_result(child: Job) -> kd.CandidateResult | None:
+    """What a finished candidate job produced (the engine's CandidateResult), None before it ended."""
+    return kd.CandidateResult.from_dict(child.result) if child.result else None
+
+
+def front_point(child: Job, result: kd.CandidateResult) -> dict[str, Any]:
+    config = child.config or {}
     return FrontPoint(
-        complexity=sum(int(f["complexity"]) for f in formulas), test_rmse=max(float(f["rmse"]) for f in formulas),
-        r2=None if None in r2s else min(r2s), formula="\n".join(f["text"] for f in formulas),
-        latex=r" \\ ".join(f["latex"] for f in formulas), model_id=model.id, job_id=child.id,
-        candidate=(child.result or {}).get("spec", {}),
+        complexity=result.complexity, test_rmse=result.test_rmse, r2=result.test_r2, train_rmse=result.train_rmse,
+        formula=result.formula, latex=result.latex or "", variables=list(result.var_names), job_id=child.id,
+        candidate={"id": config.get("id"), "family": config.get("family"), "label": config.get("label", "")},
     ).model_dump(mode="json")
-
-
-def pareto_front(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The non-dominated points (no other is at most as complex and as wrong, and better in one),
-    simplest first; ties on both keep the first."""
-    front: list[dict[str, Any]] = []
-    for p in sorted(points, key=lambda q: (q["complexity"], q["test_rmse"])):
-        if not front or p["test_rmse"] < front[-1]["test_rmse"]:
-            front.append(p)
-    return front
-
-
-def choose(front: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The knee of the front: the simplest formula whose test RMSE is within 10% of the best
-    (plus a small absolute slack, so exact fits do not force the most complex one)."""
-    best = min(p["test_rmse"] for p in front)
-    return next(p for p in front if p["test_rmse"] <= best * 1.1 + 1e-6)
-
-
-def good_enough(point: dict[str, Any]) -> bool:
-    """A formula that explains the test split (R² >= 0.9999): no need to try more."""
-    return point.get("r2") is not None and point["r2"] >= 0.9999
 
 
 def advance_discovery(session: Session, settings: Settings, parent_id: str, *, now: datetime | None = None) -> bool:
@@ -235,29 +226,31 @@ def advance_discovery(session: Session, settings: Settings, parent_id: str, *, n
         session.rollback()
         return False
     children = _children(session, parent_id)
-    models = {m.job_id: m for m in session.scalars(
-        select(Model).options(defer(Model.weights)).where(Model.job_id.in_([c.id for c in children])))}
-    points = [p for c in children if (m := models.get(c.id)) is not None and (p := _point(c, m)) is not None]
+    job_of = {r.spec_id: c for c in children if (r := candidate_result(c)) is not None}  # spec ids are unique
+    scored = [r for c in children if (r := candidate_result(c)) is not None and r.has_formula]
     done = sum(c.status.is_final for c in children)
-    best = min(points, key=lambda p: p["test_rmse"], default=None)
-    progress = {"candidates_done": done, "candidates_total": len(children), "best": best}
-    deadline = _as_utc(parent.created_at) + timedelta(seconds=float(parent.config["budget"]["max_seconds"]))
+    best = min(scored, key=lambda r: r.test_rmse, default=None)
+    progress = {"candidates_done": done, "candidates_total": len(children),
+                "best": front_point(job_of[best.spec_id], best) if best is not None else None}
+    max_seconds = float(parent.config["budget"]["max_seconds"])
     if parent.cancel_requested:
         reason = "cancelled"
-    elif any(good_enough(p) for p in points):
-        reason = "a candidate's formula was good enough"
+    elif any(kd.good_enough(r) for r in scored):
+        reason = "a candidate's formula fits the test split to numerical precision"
     elif done == len(children):
         reason = "every candidate finished"
-    elif now >= deadline:
-        reason = f"the time budget ({parent.config['budget']['max_seconds']:g} s) ran out"
+    elif now >= candidate_deadline(parent):
+        reason = f"the time budget ({max_seconds:g} s) ran out"
     else:
         if progress != parent.progress:
             session.execute(update(Job).where(Job.id == parent_id, Job.status == JobStatus.running)
                             .values(progress=progress))
         session.commit()
         return False
-    front = pareto_front(points)
-    chosen = choose(front) if front else None
+    front_results = kd.pareto_front(scored)
+    chosen_result = kd.choose(front_results)
+    front = [front_point(job_of[r.spec_id], r) for r in front_results]
+    chosen = front[front_results.index(chosen_result)] if chosen_result is not None else None
     values: dict[str, Any] = {"finished_at": now, "progress": progress,
                               "result": {"front": front, "chosen": chosen, "reason": reason}}
     if parent.cancel_requested:

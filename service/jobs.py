@@ -369,10 +369,22 @@ def finish_succeeded(session: Session, claim: Claim, model: Model, progress: dic
     return True
 
 
-def finish_failed(session: Session, claim: Claim, error_type: str, detail: str) -> bool:
+def finish_with_result(session: Session, claim: Claim, result: dict[str, Any], progress: dict[str, Any] | None) -> bool:
+    """Mark a job that makes no model (a discovery candidate) succeeded, storing its result."""
+    values: dict[str, Any] = {"status": JobStatus.succeeded, "finished_at": utcnow(), "error": None, "result": result}
+    if progress is not None:
+        values["progress"] = progress
+    return _transition(session, claim, **values)
+
+
+def finish_failed(session: Session, claim: Claim, error_type: str, detail: str, *,
+                  result: dict[str, Any] | None = None) -> bool:
     log.info("job %s failed: %s: %s", claim.job_id, error_type, detail)
-    return _transition(session, claim, status=JobStatus.failed, finished_at=utcnow(),
-                       error={"type": error_type, "detail": detail})
+    values: dict[str, Any] = {"status": JobStatus.failed, "finished_at": utcnow(),
+                              "error": {"type": error_type, "detail": detail}}
+    if result is not None:
+        values["result"] = result
+    return _transition(session, claim, **values)
 
 
 def finish_cancelled(session: Session, claim: Claim) -> bool:

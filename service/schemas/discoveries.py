@@ -71,15 +71,22 @@ class BatchCreate(_Input):
 # responses
 
 
+class CandidateRef(BaseModel):
+    id: str | None = Field(None, description="The engine's candidate id, e.g. `01-product`.")
+    family: str | None = Field(None, description="kan | product | product_additive")
+    label: str = Field("", description="What the candidate tries, in words.")
+
+
 class FrontPoint(BaseModel):
-    complexity: int = Field(description="Formula complexity (sum over outputs).")
-    test_rmse: float | None = Field(description="RMSE of the formula on the test split (worst output).")
-    r2: float | None = Field(None, description="R² of the formula on the test split (worst output).")
-    formula: str = Field(description="The formula; one per line for several outputs.")
+    complexity: int = Field(description="Expression-tree nodes of the formula.")
+    test_rmse: float = Field(description="RMSE of the formula on the test split, in the target's units.")
+    r2: float | None = Field(None, description="R² of the formula on the test split.")
+    train_rmse: float | None = Field(None, description="RMSE of the formula on the training split.")
+    formula: str = Field(description="The formula in the dataset's feature names (sympy syntax).")
     latex: str
-    model_id: str
-    job_id: str
-    candidate: dict[str, Any] = Field(description="The candidate's specification (the engine's CandidateSpec).")
+    variables: list[str] = Field(description="The formula's variables, in the order of the dataset's features.")
+    job_id: str = Field(description="The candidate job that found it (see /v1/jobs).")
+    candidate: CandidateRef
 
 
 class DiscoveryProgress(BaseModel):

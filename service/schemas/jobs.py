@@ -253,6 +253,19 @@ class JobError(BaseModel):
     detail: str
 
 
+class CandidateConfig(BaseModel):
+    """A discovery candidate as the engine stores it (kan_core.discovery.CandidateSpec.to_dict())."""
+
+    id: str
+    family: str = Field(description="kan | product | product_additive")
+    label: str = ""
+    priority: int = 0
+    pipeline: dict[str, Any] = Field(description="The engine's PipelineConfig.to_dict(): model, stages, transform.")
+    als_restarts: int | None = None
+    product_rank: int | None = None
+    retry_weight_simple: list[float] = Field(default_factory=list)
+
+
 class JobPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -264,7 +277,11 @@ class JobPublic(BaseModel):
     parent_model_id: str | None = Field(None, description="The model a `symbolic` job derives from.")
     parent_job_id: str | None = Field(None, description="The discovery a `candidate` job belongs to.")
     model_id: str | None = Field(None, description="The model the job made, once it succeeded.")
-    config: PipelineSpec
+    config: PipelineSpec | CandidateConfig = Field(
+        description="The pipeline (train and symbolic jobs) or, for a `candidate` job, the engine's candidate spec.")
+    result: dict[str, Any] | None = Field(
+        None, description="A finished `candidate` job's outcome: its formula, complexity and test/train RMSE and R² "
+                          "(kan_core.discovery.CandidateResult), or why it has none (`status`, `error`).")
     progress: JobProgress | None = None
     attempts: int = Field(description="Times a worker has started the job (a job whose worker dies is retried).")
     cancel_requested: bool

@@ -20,12 +20,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from kan_core import discovery as kd
 from kan_core import formula as kan_formula
 from kan_core import io as kan_io
 from kan_core.errors import TrainingCancelled
@@ -34,7 +36,7 @@ from service import discovery, jobs
 from service.config import Settings
 from service.datasets import load_arrays
 from service.ids import new_id
-from service.models import Dataset, Job, Model
+from service.models import Dataset, Job, JobKind, Model, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +176,10 @@ def run_job(session_factory: sessionmaker[Session], settings: Settings, claim: j
     try:
         with session_factory() as session:
             job, dataset, parent = _load_inputs(session, claim.job_id)
+            discovery_deadline = _discovery_deadline(session, job)
+        if job.kind is JobKind.candidate:
+            _run_candidate(session_factory, settings, claim, job, dataset, stop, reporter, discovery_deadline)
+            return
         config = PipelineConfig.from_dict(job.config)
         initial = kan_io.loads(parent.weights, parent.kan_config) if parent is not None else None
         log.info("job %s: running %d stage(s) on dataset %s", job.id, len(config.stages), job.dataset_id)
@@ -194,6 +200,42 @@ def run_job(session_factory: sessionmaker[Session], settings: Settings, claim: j
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         _advance_parent(session_factory, settings, claim)
+
+
+def _discovery_deadline(session: Session, job: Job) -> datetime | None:
+    if job.parent_job_id is None:
+        return None
+    parent = session.get(Job, job.parent_job_id)
+    return discovery.candidate_deadline(parent) if parent is not None else None
+
+
+def _run_candidate(session_factory: sessionmaker[Session], settings: Settings, claim: jobs.Claim, job: Job,
+                   dataset: Dataset, stop: StopSignal, reporter: ProgressReporter, deadline: datetime | None) -> None:
+    """A discovery candidate: the engine's run_candidate, stopped at the discovery's deadline (as well as
+    by cancel, the job time limit and shutdown). Its CandidateResult is stored in Job.result; a candidate
+    that ran but found no formula still succeeds (the result says why)."""
+    spec = kd.CandidateSpec.from_dict(job.config)
+    left = None if deadline is None else max((deadline - utcnow()).total_seconds(), 0.01)
+
+    def on_progress(event: kd.DiscoveryEvent) -> None:
+        if event.pipeline is not None:
+            reporter(ProgressEvent(**event.pipeline))
+
+    log.info("job %s: candidate %s on dataset %s", job.id, spec.id, job.dataset_id)
+    result = kd.run_candidate(load_arrays(dataset), spec, on_progress, stop, var_names=dataset.feature_names,
+                              max_seconds=left)
+    if result.status in ("cancelled", "timeout") and stop.reason is not None:  # cancel, job limit, shutdown
+        _stopped(session_factory, claim, stop, reporter, settings)
+        return
+    reporter.flush()
+    with session_factory() as session:
+        if result.status == "timeout":  # the discovery's deadline: it ends and cancels what still runs
+            jobs.finish_cancelled(session, claim)
+        elif result.status == "failed":
+            jobs.finish_failed(session, claim, "CandidateFailed", result.error or "the candidate failed",
+                               result=result.to_dict())
+        else:
+            jobs.finish_with_result(session, claim, result.to_dict(), reporter.progress)
 
 
 def _advance_parent(session_factory: sessionmaker[Session], settings: Settings, claim: jobs.Claim) -> None:

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs_support import FAST, assert_problem, insert_dataset, wait_for
+from kan_core.judge import is_solution
 from service.worker.local import WorkerPool
 
 WAIT_S = 120
@@ -63,8 +64,11 @@ def test_a_discovery_on_one_worker_returns_a_non_dominated_front(client, dataset
     for p in front:
         assert not any(q["complexity"] <= p["complexity"] and q["test_rmse"] <= p["test_rmse"] and q != p
                        and (q["complexity"], q["test_rmse"]) != (p["complexity"], p["test_rmse"]) for q in front)
-        assert client.get(f"/v1/models/{p['model_id']}").status_code == 200
-        assert client.get(f"/v1/jobs/{p['job_id']}").json()["parent_job_id"] == created["id"]
+        candidate = client.get(f"/v1/jobs/{p['job_id']}").json()
+        assert candidate["kind"] == "candidate" and candidate["parent_job_id"] == created["id"]
+        assert candidate["status"] == "succeeded" and candidate["config"]["id"] == p["candidate"]["id"]
+        assert candidate["result"]["formula"] == p["formula"] and candidate["result"]["test_rmse"] == p["test_rmse"]
+        assert p["variables"] == ["x1", "x2"]
     assert [p["complexity"] for p in front] == sorted(p["complexity"] for p in front)
     assert done["progress"]["candidates_done"] >= 1
     # the candidates are jobs; the discovery itself is not one
@@ -135,3 +139,20 @@ def test_budgets_are_capped_by_the_settings(make_settings) -> None:
         assert r.status_code == 202 and r.json()["budget"] == {"max_candidates": 2, "max_seconds": 10}  # defaults, capped
         items = [{"dataset_id": ds}, {"dataset_id": ds}]
         assert_problem(client.post("/v1/batches", json={"items": items}), 422, "items")
+
+
+def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory, settings) -> None:
+    """The engine's candidates end to end: x1*x2 is found exactly by the product candidate, so the
+    discovery stops at the first good-enough formula instead of running all eight."""
+    ds = insert_dataset(session_factory, n_train=200, n_test=100, fn=lambda x: (x[:, 0] * x[:, 1])[:, None])
+    r = client.post("/v1/discoveries", json={"dataset_id": ds, "budget": {"max_candidates": 8, "max_seconds": 120}})
+    assert r.status_code == 202, r.text
+    with WorkerPool(settings, 1):
+        done = _wait_final(client, r.headers["Location"])
+    assert done["status"] == "succeeded", done
+    assert "numerical precision" in done["reason"]
+    chosen = done["chosen"]
+    assert chosen["r2"] > 1 - 1e-10 and chosen["candidate"]["family"] == "product", chosen
+    assert is_solution(chosen["formula"], "x1*x2", ["x1", "x2"])
+    statuses = sorted(c["status"] for c in done["candidates"])  # one worker advances the parent before its next claim
+    assert statuses == ["cancelled"] * 7 + ["succeeded"], statuses
