@@ -11,6 +11,7 @@ from service import migrate
 from service.api.deps import ReadScope, SingleValuedQuery
 from service.api.middleware import BodySizeLimitMiddleware
 from service.api.routes import datasets, discoveries, health, jobs, models
+from service.cache import TTLCache
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.errors import install_exception_handlers
@@ -43,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = make_session_factory(engine)
     app.state.read_session_factory = make_session_factory(engine, read_only=True)
     app.state.executor = make_executor(settings)
-    app.state.model_store = ModelStore()  # loaded models, formulas, plots; cached per model id
+    # loaded models, formulas, plots cached per model id; predict's model rows for lookup_cache_ttl_s
+    app.state.model_store = ModelStore(row_ttl_s=settings.lookup_cache_ttl_s)
+    app.state.key_cache = TTLCache(settings.lookup_cache_ttl_s)  # API key lookups (service.api.deps)
     app.state.rate_limiter = RateLimiter(rates_from(settings))
     # predictions already run on many request threads; torch's intra-op pool on top of them only
     # oversubscribes the cores (1,000-row p95 went from ~10 ms to ~150-450 ms on a busy 2-core box)

@@ -72,7 +72,8 @@ def list_keys(session: Session, tenant: str | None = None) -> list[ApiKey]:
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:
-    """Revoke a key (at once: every request reads its row). Revoking twice keeps the first date."""
+    """Revoke a key: API processes refuse it once their cached lookup of it is older than
+    `lookup_cache_ttl_s` (service.api.deps.get_principal). Revoking twice keeps the first date."""
     row = session.get(ApiKey, key_id)
     if row is None:
         raise NotFound("API key", key_id)

@@ -134,7 +134,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """API keys: `create` writes the new key to stdout (only then is it ever shown), `list` a table,
-    `revoke` stops a key at once."""
+    `revoke` stops a key within `lookup_cache_ttl_s` (the API processes' key lookup cache)."""
     from service import auth
     from service.db import make_engine, make_session_factory
     from service.errors import ServiceError
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="a label for `keys list`")
     listing = key_commands.add_parser("list", help="every key, revoked ones included (never the secrets)")
     listing.add_argument("--tenant", help="only this tenant's keys")
-    revoke = key_commands.add_parser("revoke", help="revoke a key (effective on the next request)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key (refused within KAN_LOOKUP_CACHE_TTL_S)")
     revoke.add_argument("key_id", metavar="ID", help="the key's id (key_...)")
     return parser
 

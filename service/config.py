@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Sustained job submissions per minute per API key; 0: unlimited."
     )
     rate_limit_jobs_burst: int = Field(20, ge=1, description="Job submissions an API key may send at once.")
+    lookup_cache_ttl_s: float = Field(
+        2.0, ge=0, le=60,
+        description="How long an API process reuses an API key's lookup and a predicted model's row: a key "
+        "revoked or a model deleted elsewhere stops working within it. 0: read them on every request.",
+    )
 
     # server
     host: str = Field("127.0.0.1", description="Interface `kan-service serve` listens on.")

@@ -3,9 +3,11 @@
 Model rows never change after the worker writes them (they are only deleted), so everything derived
 from a row is cached under the row's id: the deserialised network, the lambdified formulas, the edge
 data and the PNG. The caches are bounded LRUs, safe to use from FastAPI's threadpool, and build each
-key once even when many requests miss at the same time. Every request still reads the row first (a
-primary-key lookup that leaves the weights blob behind), so a model deleted by another process is
-never served from a stale cache, and a tenant never reaches another tenant's cached model.
+key once even when many requests miss at the same time. Every request reads the row first (a
+primary-key lookup that leaves the weights blob behind, scoped to the caller's tenant), so a tenant
+never reaches another tenant's cached model. Predict, the hot path, reuses that row for
+`lookup_cache_ttl_s` seconds (`ModelStore.model_row`, cached per tenant and id): a model deleted by
+another process is served at most that much longer; one deleted through this process, not at all.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from kan_core import io as kan_io
 from kan_core import plot as kan_plot
 from kan_core.model import KAN
 from service import datasets
+from service.cache import TTLCache
 from service.db import begin_read
 from service.errors import Conflict, InvalidInput, NotFound
 from service.expr import STORED_LIMITS
@@ -316,7 +319,9 @@ class LoadedNetwork:
 class ModelStore:
     """Cached, thread-safe access to everything a model row serves."""
 
-    def __init__(self, max_models: int = 64, max_derived: int = 64):
+    def __init__(self, max_models: int = 64, max_derived: int = 64, row_ttl_s: float = 0.0):
+        # predict's model rows, per (tenant, id): another tenant's lookup never hits this one's entry
+        self._rows: TTLCache[tuple[str, str], Model] = TTLCache(row_ttl_s)
         self._networks: LRUCache[str, LoadedNetwork] = LRUCache(max_models)
         self._formulas: LRUCache[str, CompiledFormulas | None] = LRUCache(max_models)
         self._samples: LRUCache[str, np.ndarray] = LRUCache(max_models)
@@ -325,9 +330,24 @@ class ModelStore:
         self._plot_lock = threading.Lock()  # matplotlib makes no thread-safety promise
 
     def evict(self, model_id: str) -> None:
+        self._rows.discard(lambda key: key[1] == model_id)
         for cache in (self._networks, self._formulas, self._plots):
             cache.discard(lambda key: key == model_id)
         self._edges.discard(lambda key: key[0] == model_id)
+
+    # ---- rows
+
+    def model_row(self, session: Session, tenant: str, model_id: str) -> Model:
+        """`get_model`, reused for `row_ttl_s` seconds (the predict hot path). A row never changes
+        once written, so a cached one is only ever stale by existing: a model deleted through this
+        process is evicted at once, one deleted by another process is served at most `row_ttl_s`
+        longer. Unknown ids are not cached."""
+        key = (tenant, model_id)
+        row = self._rows.get(key)
+        if row is None:
+            row = get_model(session, tenant, model_id)
+            self._rows.put(key, row)
+        return row
 
     # ---- networks
 

@@ -8,19 +8,19 @@ scoped to; `rate_limit` spends one token of the caller's bucket.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service import auth
 from service.auth import ANONYMOUS, CHALLENGE, Principal
 from service.config import Settings
-from service.db import begin_read
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.executors.base import Executor
 from service.models import Scope
@@ -72,17 +72,29 @@ bearer = HTTPBearer(
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def get_principal(settings: SettingsDep, session: SessionDep, credentials: BearerDep) -> Principal:
-    """The caller. With authentication off, everyone is the default tenant with every scope."""
-    if not settings.auth_enabled:
+async def get_principal(request: Request, credentials: BearerDep) -> Principal:
+    """The caller. With authentication off, everyone is the default tenant with every scope.
+
+    A key's lookup is reused for `lookup_cache_ttl_s` (the cache is keyed by the whole token's digest:
+    a hit is the same key with the same secret, already checked): a revoked key is refused within that
+    time. Only a miss reads the database, in the threadpool and in a read transaction of its own."""
+    state = request.app.state
+    if not state.settings.auth_enabled:
         return ANONYMOUS
     if credentials is None:
         raise Unauthorized("this route needs an API key: send `Authorization: Bearer <key>`", headers=CHALLENGE)
-    begin_read(session)  # a POST's session too: the key lookup never waits for the write lock
-    try:
-        return auth.authenticate(session, credentials.credentials)
-    finally:
-        session.commit()  # end the read before the route's own transactions
+    token = credentials.credentials
+    cache_key = hashlib.sha256(token.encode()).digest()
+    principal = state.key_cache.get(cache_key)
+    if principal is None:
+        principal = await run_in_threadpool(_authenticate, state.read_session_factory, token)
+        state.key_cache.put(cache_key, principal)
+    return principal
+
+
+def _authenticate(factory: sessionmaker[Session], token: str) -> Principal:
+    with factory() as session:  # read-only: DEFERRED on SQLite, never waits for the write lock
+        return auth.authenticate(session, token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -70,12 +71,15 @@ def test_a_wrong_secret_is_401(client: TestClient, session_factory) -> None:
     assert_unauthorized(client.get("/v1/datasets", headers=bearer(forged)))
 
 
-def test_a_revoked_key_is_401_at_once(client: TestClient, session_factory) -> None:
-    token = make_key(session_factory, scope="write")
-    assert client.get("/v1/datasets", headers=bearer(token)).status_code == 200
-    with session_factory() as session:
-        auth.revoke_key(session, token.removeprefix("kan_").split(".")[0])
-    assert_unauthorized(client.get("/v1/datasets", headers=bearer(token)))
+def test_a_revoked_key_is_401_at_once_without_the_lookup_cache(make_settings) -> None:
+    # with the default lookup_cache_ttl_s, within that time (tests/service/test_lookup_cache.py)
+    app = create_app(make_settings(auth_enabled=True, lookup_cache_ttl_s=0))
+    with TestClient(app) as client:
+        token = make_key(app.state.session_factory, scope="write")
+        assert client.get("/v1/datasets", headers=bearer(token)).status_code == 200
+        with app.state.session_factory() as session:
+            auth.revoke_key(session, token.removeprefix("kan_").split(".")[0])
+        assert_unauthorized(client.get("/v1/datasets", headers=bearer(token)))
 
 
 def test_keys_are_stored_hashed(session_factory) -> None:
@@ -166,11 +170,13 @@ def test_keys_cli_create_list_revoke(tmp_path: Path) -> None:
     assert key_id in listed.stdout and "acme" in listed.stdout and "write" in listed.stdout
     assert token.split(".")[1] not in listed.stdout  # the secret is shown once, at creation only
 
-    settings = Settings(_env_file=None, data_dir=tmp_path, database_url=None, auth_enabled=True)
+    settings = Settings(_env_file=None, data_dir=tmp_path, database_url=None, auth_enabled=True,
+                        lookup_cache_ttl_s=0.2)
     with TestClient(create_app(settings)) as client:
         assert client.post("/v1/datasets", json=SMALL_DATASET, headers=bearer(token)).status_code == 201
         revoked = run_cli("keys", "revoke", key_id, data_dir=tmp_path)
         assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        time.sleep(0.3)  # past the API process's key lookup cache
         assert_unauthorized(client.get("/v1/datasets", headers=bearer(token)))
 
     assert run_cli("keys", "revoke", "key_unknown", data_dir=tmp_path).returncode == 1

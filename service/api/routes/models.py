@@ -67,7 +67,7 @@ def predict(
     = PredictMode.network,
 ) -> Response:
     """One output row per input row. `mode=formula` answers 409 when the model has no formula."""
-    row = model_store.get_model(session, tenant, model_id)
+    row = store.model_row(session, tenant, model_id)
     outputs = store.predict(session, row, body.inputs, mode, max_rows=settings.max_predict_rows)
     # The hot path: the outputs are already JSON-safe floats (None for non-finite values), so skip
     # re-validating them (FastAPI would dump and validate every row again) and serialise in Rust.
