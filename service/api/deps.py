@@ -124,17 +124,22 @@ async def get_tenant(principal: PrincipalDep) -> str:
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
-def rate_limit(route_class: RouteClass) -> Callable[[PrincipalDep, RateLimiterDep], Awaitable[None]]:
+def rate_limit(route_class: RouteClass) -> Callable[[Request, PrincipalDep], Awaitable[Principal]]:
     """A dependency spending one token of the caller's `route_class` bucket; 429 with Retry-After
-    when it is empty."""
+    when it is empty. It answers the caller, so that a route may take its principal from here.
 
-    async def dependency(principal: PrincipalDep, limiter: RateLimiterDep) -> None:
+    (FastAPI resolves a dependency's own dependencies again wherever it is used, cached or not: on the
+    predict hot path every dependency that can be left out, is. The limiter is read from app.state.)"""
+
+    async def dependency(request: Request, principal: PrincipalDep) -> Principal:
+        limiter: RateLimiter = request.app.state.rate_limiter
         wait_s = limiter.acquire(principal, route_class)
         if wait_s > 0:
             raise RateLimited(
                 f"too many {route_class.value} requests for this API key; retry in {wait_s:.2f} s",
                 headers={"Retry-After": retry_after(wait_s)}, retry_after_s=round(wait_s, 3),
             )
+        return principal
 
     return dependency
 

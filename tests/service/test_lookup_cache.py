@@ -22,6 +22,7 @@ from service import auth
 from service.app import create_app
 from service.cache import TTLCache
 from service.config import Settings
+from service.model_store import FROZEN_MAX_CELLS, INLINE_PREDICT_ROWS
 from service.models import Model
 
 SHORT_TTL_S = 0.2
@@ -176,7 +177,7 @@ def test_a_warm_prediction_sends_no_sql(make_settings) -> None:
         assert predict(client, data.model_id, token).status_code == 200  # key, row, network loaded
         statements: list[str] = []
         event.listen(app.state.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-        rows = [[0.1 * i - 1.0, 0.5] for i in range(8)]
+        rows = [[0.1 * i - 1.0, 0.5] for i in range(INLINE_PREDICT_ROWS)]
         response = predict(client, data.model_id, token, body={"inputs": rows})
         assert response.status_code == 200
         assert statements == []
@@ -195,6 +196,23 @@ def test_without_the_cache_every_prediction_reads_the_key_and_the_row(make_setti
         assert any("FROM api_keys" in s for s in statements) and any("FROM models" in s for s in statements)
         revoke(app, token)
         assert_problem(predict(client, data.model_id, token), 401)
+
+
+@pytest.mark.parametrize("n_rows", [1, INLINE_PREDICT_ROWS + 1, 3000])
+def test_network_predictions_match_the_model_on_every_path(make_settings, n_rows: int) -> None:
+    """Small requests for a cached model run on the event loop, larger ones in the threadpool; small
+    batches are answered by the numpy copy of the network, large ones by torch: the same numbers."""
+    with app_client(make_settings, lookup_cache_ttl_s=LONG_TTL_S) as (app, client):
+        data = seed_tenant(app.state.session_factory, "acme")
+        token = make_key(app.state.session_factory, scope="read", tenant="acme")
+        rows = np.random.default_rng(n_rows).uniform(-1.5, 1.5, (n_rows, 2)).tolist()
+        for _ in range(2):
+            response = predict(client, data.model_id, token, body={"inputs": rows})
+            assert response.status_code == 200, response.text
+            np.testing.assert_allclose(response.json()["outputs"], expected(app, data.model_id, rows),
+                                       rtol=1e-12, atol=1e-12)
+        frozen = app.state.model_store._networks.peek(data.model_id).frozen
+        assert (n_rows * frozen.cells_per_row <= FROZEN_MAX_CELLS) == (n_rows < 3000)  # both paths tested
 
 
 def test_formula_mode_on_the_cached_path(make_settings) -> None:

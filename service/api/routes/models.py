@@ -1,7 +1,8 @@
 """/v1/models: list, inspect, predict with, export and delete trained models.
 
 Routers only translate HTTP <-> service calls; the work is in service.model_store. Endpoints that
-touch torch, sympy or matplotlib are plain `def`, so FastAPI runs them in its threadpool.
+touch torch, sympy or matplotlib are plain `def`, so FastAPI runs them in its threadpool; predict, the
+hot path, is `async` and sends only its slow cases there.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from service import model_store
-from service.api.deps import PredictRateLimit, SessionDep, SettingsDep, TenantDep, WriteScope
+from service.api.deps import PredictRateLimit, SessionDep, TenantDep, WriteScope
+from service.auth import Principal
 from service.model_store import ModelStore
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.models import (
@@ -59,20 +62,35 @@ def delete_model(model_id: str, session: SessionDep, tenant: TenantDep, store: M
 
 # a POST that changes nothing: a `read` key may predict
 @router.post("/models/{model_id}/predict", response_model=PredictResponse, summary="Predict with a model",
-             responses=problem_responses(400, 404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
-def predict(
-    model_id: str, body: PredictRequest, session: SessionDep, tenant: TenantDep, settings: SettingsDep,
-    store: ModelStoreDep,
+             responses=problem_responses(400, 404, 409, 413, 422, 429))
+async def predict(
+    model_id: str, body: PredictRequest, request: Request,
+    principal: Annotated[Principal, PredictRateLimit],  # rate-limited; the caller (for its tenant)
     mode: Annotated[PredictMode, Query(description="`network`: the KAN; `formula`: its closed-form formulas.")]
     = PredictMode.network,
 ) -> Response:
     """One output row per input row. `mode=formula` answers 409 when the model has no formula."""
-    row = store.model_row(session, tenant, model_id)
-    outputs = store.predict(session, row, body.inputs, mode, max_rows=settings.max_predict_rows)
-    # The hot path: the outputs are already JSON-safe floats (None for non-finite values), so skip
-    # re-validating them (FastAPI would dump and validate every row again) and serialise in Rust.
+    # The hot path, `async` so that a small request for a cached model (row, network) is answered on
+    # the event loop without a thread hand-off or a database query; the rest goes to the threadpool.
+    state = request.app.state
+    tenant = principal.tenant_id  # what TenantDep gives, one dependency fewer
+    store: ModelStore = state.model_store
+    max_rows = state.settings.max_predict_rows
+    outputs = store.predict_cached(tenant, model_id, body.inputs, mode, max_rows=max_rows)
+    if outputs is None:
+        outputs = await run_in_threadpool(_predict, state, tenant, model_id, body.inputs, mode, max_rows)
+    # The outputs are already JSON-safe floats (None for non-finite values), so skip re-validating
+    # them (FastAPI would dump and validate every row again) and serialise in Rust.
     return Response(PredictResponse.model_construct(mode=mode, outputs=outputs).model_dump_json(),
                     media_type="application/json")
+
+
+def _predict(state: Any, tenant: str, model_id: str, inputs: list[list[float]], mode: PredictMode,
+             max_rows: int) -> list[list[float | None]]:
+    store: ModelStore = state.model_store
+    with state.session_factory() as session:
+        row = store.model_row(session, tenant, model_id)
+        return store.predict(session, row, inputs, mode, max_rows=max_rows)
 
 
 @router.get("/models/{model_id}/formula", response_model=FormulaResponse, summary="The model's formulas",
