@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, defer
 
 from kan_core import discovery as kd
 from kan_core.pipeline import TrainStage
-from service import datasets, jobs
+from service import datasets, idempotency, jobs
 from service.datasets import load_arrays
 from service.config import Settings
 from service.errors import PROBLEM_BASE, Conflict, InvalidInput, NotFound, ServiceError
@@ -53,6 +53,9 @@ from service.schemas.discoveries import (
 from service.tenancy import get_owned, owned
 
 log = logging.getLogger(__name__)
+
+DISCOVERIES_ENDPOINT = "POST /v1/discoveries"
+BATCHES_ENDPOINT = "POST /v1/batches"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,12 +132,20 @@ def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: D
     return parent, children
 
 
-def create_discovery(session: Session, settings: Settings, tenant: str, body: DiscoveryCreate) -> tuple[Job, list[Job]]:
-    """Queue a discovery on a dataset: the parent job and its candidates (to be dispatched)."""
+def create_discovery(session: Session, settings: Settings, tenant: str, body: DiscoveryCreate, *,
+                     idempotency_key: str | None = None) -> tuple[Job, list[Job]]:
+    """Queue a discovery on a dataset: the parent job and its candidates (to be dispatched). A retry
+    with the same Idempotency-Key and body returns the first request's discovery."""
+    digest = idempotency.fingerprint(body.model_dump(mode="json"))
+    if idempotency_key and (earlier := idempotency.lookup(session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, digest)):
+        return get_discovery(session, tenant, earlier), []
     budget = check_budget(settings, body.budget)
     dataset = datasets.get_dataset(session, tenant, body.dataset_id)
     parent, children = _add_discovery(session, settings, tenant, dataset, budget, body.options)
-    session.commit()
+    if idempotency_key:
+        idempotency.remember(session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, digest, parent.id, status_code=202)
+    if winner := idempotency.commit_or_replay(session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, digest):
+        return get_discovery(session, tenant, winner), []
     log.info("discovery %s: %d candidate(s) queued for dataset %s", parent.id, len(children), dataset.id)
     return parent, children
 
@@ -310,12 +321,27 @@ def _item_dataset(session: Session, settings: Settings, tenant: str, item: Any, 
     return datasets.create_dataset(session, settings, tenant, request)
 
 
-def create_batch(session: Session, settings: Settings, tenant: str, body: BatchCreate) -> tuple[Batch, list[Job]]:
+def create_batch(session: Session, settings: Settings, tenant: str, body: BatchCreate, *,
+                 idempotency_key: str | None = None) -> tuple[Batch, list[Job]]:
     """A dataset and a discovery per item; a bad item is rejected (with a problem naming its field)
-    and the others go ahead. Returns the batch and every candidate job to dispatch."""
+    and the others go ahead. Returns the batch and every candidate job to dispatch.
+
+    The batch row (and the Idempotency-Key record) is committed first, then each item in its own
+    transaction, the batch's `items` growing with it: a crash midway leaves a batch that lists what
+    was created. A retry with the same key and body returns the first request's batch."""
     if len(body.items) > settings.max_batch_items:
         raise InvalidInput(f"at most {settings.max_batch_items} items, got {len(body.items)}", field="items")
+    digest = idempotency.fingerprint(body.model_dump(mode="json"))
+    if idempotency_key and (earlier := idempotency.lookup(session, tenant, BATCHES_ENDPOINT, idempotency_key, digest)):
+        return get_owned(session, Batch, tenant, earlier, resource="batch"), []
     budget = check_budget(settings, body.budget)
+    batch = Batch(id=new_id("bat"), tenant_id=tenant, budget=budget.model_dump(mode="json"), items=[])
+    session.add(batch)
+    if idempotency_key:
+        idempotency.remember(session, tenant, BATCHES_ENDPOINT, idempotency_key, digest, batch.id, status_code=202)
+    if winner := idempotency.commit_or_replay(session, tenant, BATCHES_ENDPOINT, idempotency_key, digest):
+        return get_owned(session, Batch, tenant, winner, resource="batch"), []
+    batch_id = batch.id
     items: list[dict[str, Any]] = []
     queued: list[Job] = []
     for i, item in enumerate(body.items):
@@ -326,7 +352,6 @@ def create_batch(session: Session, settings: Settings, tenant: str, body: BatchC
             dataset = _item_dataset(session, settings, tenant, item, where)
             entry["dataset_id"] = dataset.id
             parent, children = _add_discovery(session, settings, tenant, dataset, budget, body.options)
-            session.commit()
         except ValidationError as exc:
             session.rollback()
             entry["problem"] = _validation_problem(exc, where)
@@ -337,10 +362,10 @@ def create_batch(session: Session, settings: Settings, tenant: str, body: BatchC
             entry.update(status="accepted", discovery_id=parent.id)
             queued.extend(children)
         items.append(entry)
-    batch = Batch(id=new_id("bat"), tenant_id=tenant, budget=budget.model_dump(mode="json"), items=items)
-    session.add(batch)
-    session.commit()
-    log.info("batch %s: %d item(s), %d rejected", batch.id, len(items), sum(e["status"] == "rejected" for e in items))
+        session.execute(update(Batch).where(Batch.id == batch_id).values(items=list(items)))
+        session.commit()
+    batch = session.get(Batch, batch_id, populate_existing=True)
+    log.info("batch %s: %d item(s), %d rejected", batch_id, len(items), sum(e["status"] == "rejected" for e in items))
     return batch, queued
 
 

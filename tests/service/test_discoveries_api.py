@@ -13,7 +13,7 @@ from jobs_support import FAST, assert_problem, insert_dataset, wait_for
 from kan_core.judge import is_solution
 from service.worker.local import WorkerPool
 
-WAIT_S = 120
+WAIT_S = 300  # a loaded 2-core machine runs a product candidate in ~15 s
 FINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -110,7 +110,7 @@ def test_a_batch_rejects_a_bad_item_and_completes_the_others(client, dataset_id,
                       {"dataset": {**good, "n_train": 0}},
                       {"dataset_id": "ds_missing"},
                       {"dataset_id": dataset_id}],
-            "budget": {"max_candidates": 2}, "options": {"train_steps": 3}}
+            "budget": {"max_candidates": 2, "max_seconds": WAIT_S}, "options": {"train_steps": 3}}
     r = client.post("/v1/batches", json=body)
     assert r.status_code == 202, r.text
     items = r.json()["items"]
@@ -156,3 +156,24 @@ def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory,
     assert is_solution(chosen["formula"], "x1*x2", ["x1", "x2"])
     statuses = sorted(c["status"] for c in done["candidates"])  # one worker advances the parent before its next claim
     assert statuses == ["cancelled"] * 7 + ["succeeded"], statuses
+
+
+def test_idempotency_keys_replay_discoveries_and_batches(client, dataset_id) -> None:
+    body = {"dataset_id": dataset_id, "budget": {"max_candidates": 2}, "options": {"train_steps": 3}}
+    first = client.post("/v1/discoveries", json=body, headers={"Idempotency-Key": "d-1"})
+    again = client.post("/v1/discoveries", json=body, headers={"Idempotency-Key": "d-1"})
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"] and again.json()["candidates"] == first.json()["candidates"]
+    assert len(client.get("/v1/discoveries").json()["items"]) == 1
+    assert_problem(client.post("/v1/discoveries", json={**body, "budget": {"max_candidates": 1}},
+                               headers={"Idempotency-Key": "d-1"}), 422, "Idempotency-Key")
+
+    batch = {"items": [{"dataset_id": dataset_id}, {"dataset_id": "ds_missing"}], "budget": {"max_candidates": 1}}
+    first = client.post("/v1/batches", json=batch, headers={"Idempotency-Key": "b-1"})
+    again = client.post("/v1/batches", json=batch, headers={"Idempotency-Key": "b-1"})
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"] and again.json()["items"] == first.json()["items"]
+    assert [i["status"] for i in first.json()["items"]] == ["running", "rejected"]
+    assert len(client.get("/v1/discoveries").json()["items"]) == 2  # one more, not two
+    assert_problem(client.post("/v1/batches", json={**batch, "items": batch["items"][:1]},
+                               headers={"Idempotency-Key": "b-1"}), 422, "Idempotency-Key")

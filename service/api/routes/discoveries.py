@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Response, status
 
 from service import discovery, dispatch
 from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep, WriteScope
+from service.idempotency import IdempotencyKeyHeader
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.discoveries import BatchCreate, BatchPublic, DiscoveryCreate, DiscoveryPublic, DiscoverySummary
 
@@ -28,8 +29,9 @@ BatchId = Annotated[str, Path(max_length=40, description="A batch id (`bat_...`)
     responses=problem_responses(400, 404, 422, 429), dependencies=[WriteScope, JobsRateLimit],
 )
 def create_discovery(body: DiscoveryCreate, response: Response, session: SessionDep, settings: SettingsDep,
-                     tenant: TenantDep, executor: ExecutorDep) -> DiscoveryPublic:
-    parent, children = discovery.create_discovery(session, settings, tenant, body)
+                     tenant: TenantDep, executor: ExecutorDep,
+                     idempotency_key: IdempotencyKeyHeader = None) -> DiscoveryPublic:
+    parent, children = discovery.create_discovery(session, settings, tenant, body, idempotency_key=idempotency_key)
     for child in children:
         dispatch.submit(session, executor, child)
     response.headers["Location"] = f"/v1/discoveries/{parent.id}"
@@ -69,8 +71,8 @@ def cancel_discovery(discovery_id: DiscoveryId, session: SessionDep, settings: S
     responses=problem_responses(400, 422, 429), dependencies=[WriteScope, JobsRateLimit],
 )
 def create_batch(body: BatchCreate, response: Response, session: SessionDep, settings: SettingsDep,
-                 tenant: TenantDep, executor: ExecutorDep) -> BatchPublic:
-    batch, children = discovery.create_batch(session, settings, tenant, body)
+                 tenant: TenantDep, executor: ExecutorDep, idempotency_key: IdempotencyKeyHeader = None) -> BatchPublic:
+    batch, children = discovery.create_batch(session, settings, tenant, body, idempotency_key=idempotency_key)
     for child in children:
         dispatch.submit(session, executor, child)
     response.headers["Location"] = f"/v1/batches/{batch.id}"
