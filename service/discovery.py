@@ -20,6 +20,7 @@ problem naming its field while the others proceed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -29,8 +30,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from kan_core import discovery as kd
+from kan_core.formula import evaluate_formula
 from kan_core.pipeline import TrainStage
-from service import datasets, idempotency, jobs
+from service import datasets, idempotency, jobs, model_store
 from service.datasets import load_arrays
 from service.config import Settings
 from service.errors import PROBLEM_BASE, Conflict, InvalidInput, NotFound, ServiceError
@@ -204,6 +206,26 @@ def cancel_discovery(session: Session, settings: Settings, tenant: str, discover
                        job_status=job.status.value)
     advance_discovery(session, settings, job.id)
     return get_discovery(session, tenant, discovery_id)
+
+
+def predict(session: Session, settings: Settings, tenant: str, discovery_id: str, inputs: Sequence[Sequence[float]],
+            point: int | None) -> tuple[dict[str, Any], list[list[float | None]]]:
+    """Evaluate a discovery's formula on input rows: the chosen one, or front[point]. Conflict while
+    the discovery has no formula (running, failed, cancelled before any)."""
+    job = get_discovery(session, tenant, discovery_id)
+    result = job.result or {}
+    front = result.get("front") or []
+    if point is not None and front and point >= len(front):
+        raise InvalidInput(f"the front has {len(front)} formula(s); point must be below that, got {point}",
+                           field="point")
+    chosen = result.get("chosen") if point is None else (front[point] if front else None)
+    if chosen is None:
+        raise Conflict(f"discovery {job.id!r} ({job.status.value}) has no formula to predict with",
+                       job_status=job.status.value)
+    names = chosen["variables"]
+    x = model_store.validate_inputs(inputs, len(names), settings.max_predict_rows)
+    y = evaluate_formula(kd.parse_formula(chosen["formula"], names), names, x)
+    return chosen, model_store.rows_json(y[:, None])
 
 
 # --------------------------------------------------------------------------------------------------

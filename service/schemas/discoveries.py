@@ -89,6 +89,13 @@ class FrontPoint(BaseModel):
     candidate: CandidateRef
 
 
+class DiscoveryPredictResponse(BaseModel):
+    formula: str = Field(description="The formula evaluated (the chosen one, or front[point]).")
+    variables: list[str] = Field(description="Its variables: the input columns, in order.")
+    outputs: list[list[float | None]] = Field(
+        description="One row per input row, one column; null where the formula is not a finite number there.")
+
+
 class DiscoveryProgress(BaseModel):
     candidates_done: int
     candidates_total: int

@@ -101,6 +101,7 @@ def test_cancelling_a_discovery_cancels_its_candidates(client, dataset_id, setti
         children = _children_final(client, r.json())
     assert {c["status"] for c in children} == {"cancelled"}
     assert_problem(client.post(f"{url}/cancel"), 409)
+    assert_problem(client.post(f"{url}/predict", json={"inputs": [[0.0, 0.0]]}), 409)  # no formula to predict with
 
 
 def test_a_batch_rejects_a_bad_item_and_completes_the_others(client, dataset_id, settings) -> None:
@@ -156,6 +157,18 @@ def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory,
     assert is_solution(chosen["formula"], "x1*x2", ["x1", "x2"])
     statuses = sorted(c["status"] for c in done["candidates"])  # one worker advances the parent before its next claim
     assert statuses == ["cancelled"] * 7 + ["succeeded"], statuses
+
+    # the chosen formula serves predictions, off the training range too (it is a formula, not a network)
+    url = f"{r.headers['Location']}/predict"
+    answer = client.post(url, json={"inputs": [[0.5, -2.0], [3.0, 4.0]]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["formula"] == chosen["formula"] and answer.json()["variables"] == ["x1", "x2"]
+    assert answer.json()["outputs"] == [[pytest.approx(-1.0, abs=1e-6)], [pytest.approx(12.0, abs=1e-5)]]
+    last = len(done["front"]) - 1
+    assert client.post(url, params={"point": last}, json={"inputs": [[1.0, 1.0]]}).json()["formula"] == \
+        done["front"][last]["formula"]
+    assert_problem(client.post(url, params={"point": last + 1}, json={"inputs": [[1.0, 1.0]]}), 422, "point")
+    assert_problem(client.post(url, json={"inputs": [[1.0, 1.0, 1.0]]}), 422, "inputs[0]")
 
 
 def test_idempotency_keys_replay_discoveries_and_batches(client, dataset_id) -> None:

@@ -7,13 +7,29 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from service import discovery, dispatch
-from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep, WriteScope
+from service.api.deps import (
+    ExecutorDep,
+    JobsRateLimit,
+    PredictRateLimit,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    WriteScope,
+)
 from service.idempotency import IdempotencyKeyHeader
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
-from service.schemas.discoveries import BatchCreate, BatchPublic, DiscoveryCreate, DiscoveryPublic, DiscoverySummary
+from service.schemas.discoveries import (
+    BatchCreate,
+    BatchPublic,
+    DiscoveryCreate,
+    DiscoveryPredictResponse,
+    DiscoveryPublic,
+    DiscoverySummary,
+)
+from service.schemas.models import PredictRequest
 
 router = APIRouter()
 discoveries_router = APIRouter(prefix="/discoveries", tags=["discoveries"])
@@ -51,6 +67,19 @@ def list_discoveries(session: SessionDep, tenant: TenantDep, limit: LimitQuery =
                         responses=problem_responses(404, 422))
 def get_discovery(discovery_id: DiscoveryId, session: SessionDep, tenant: TenantDep) -> DiscoveryPublic:
     return discovery.public(session, discovery.get_discovery(session, tenant, discovery_id))
+
+
+# a POST that changes nothing: a `read` key may predict
+@discoveries_router.post("/{discovery_id}/predict", response_model=DiscoveryPredictResponse,
+                         summary="Evaluate the discovery's formula on input rows",
+                         responses=problem_responses(400, 404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
+def predict(discovery_id: DiscoveryId, body: PredictRequest, session: SessionDep, settings: SettingsDep,
+            tenant: TenantDep,
+            point: Annotated[int | None, Query(ge=0, description="Index into `front`; omitted: the chosen formula.")]
+            = None) -> DiscoveryPredictResponse:
+    """One output per input row, from the closed-form formula (no network). 409 while there is none."""
+    chosen, outputs = discovery.predict(session, settings, tenant, discovery_id, body.inputs, point)
+    return DiscoveryPredictResponse(formula=chosen["formula"], variables=chosen["variables"], outputs=outputs)
 
 
 @discoveries_router.post("/{discovery_id}/cancel", response_model=DiscoveryPublic,
