@@ -93,7 +93,7 @@ def test_keys_are_stored_hashed(session_factory) -> None:
 
 
 # POSTs that change nothing, open to `read` keys; every other POST or DELETE needs `write`
-READ_ONLY_POSTS = {("POST", "/v1/models/{model_id}/predict")}
+READ_ONLY_POSTS = {("POST", "/v1/models/{model_id}/predict"), ("POST", "/v1/discoveries/{discovery_id}/predict")}
 
 
 def test_read_scope_reads_only(app: FastAPI, client: TestClient, session_factory) -> None:
