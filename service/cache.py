@@ -4,22 +4,25 @@ every request (API keys, the model row of a prediction).
 An entry lives `ttl_s` seconds from the moment it was stored, however often it is read (no sliding
 expiry): a change made elsewhere (a key revoked from the CLI, a model deleted by another API process)
 is seen at most `ttl_s` seconds later. Failed lookups are never stored. `ttl_s = 0` disables the cache.
+The storage is `cachetools.TTLCache`; this wrapper adds the lock (the API reads from the event loop
+and from threadpool threads), the off switch and eviction by key predicate.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
+
+import cachetools
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
 class TTLCache(Generic[K, V]):
-    """Thread-safe; at most `maxsize` entries, the least recently stored dropped first."""
+    """Thread-safe; at most `maxsize` entries (the least recently used dropped first)."""
 
     def __init__(self, ttl_s: float, maxsize: int = 10_000, *, clock: Callable[[], float] = time.monotonic) -> None:
         if ttl_s < 0:
@@ -28,8 +31,7 @@ class TTLCache(Generic[K, V]):
             raise ValueError("maxsize must be >= 1")
         self.ttl_s = ttl_s
         self.maxsize = maxsize
-        self._clock = clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()  # key -> (expires at, value)
+        self._data: cachetools.TTLCache[K, V] = cachetools.TTLCache(maxsize, ttl_s or 1.0, timer=clock)
         self._lock = threading.Lock()
 
     @property
@@ -41,30 +43,19 @@ class TTLCache(Generic[K, V]):
         if not self.enabled:
             return None
         with self._lock:
-            entry = self._data.get(key)
-            if entry is None:
-                return None
-            if self._clock() >= entry[0]:
-                del self._data[key]
-                return None
-            return entry[1]
+            return self._data.get(key)
 
     def put(self, key: K, value: V) -> None:
         if not self.enabled:
             return
         with self._lock:
-            now = self._clock()
-            self._data.pop(key, None)
-            self._data[key] = (now + self.ttl_s, value)
-            # entries are in the order they were stored, so the expired ones are at the front
-            while len(self._data) > self.maxsize or next(iter(self._data.values()))[0] <= now:
-                self._data.popitem(last=False)
+            self._data[key] = value  # (re)stored: its life starts now
 
     def discard(self, predicate: Callable[[K], bool]) -> None:
         """Drop every entry whose key matches."""
         with self._lock:
             for key in [k for k in self._data if predicate(k)]:
-                del self._data[key]
+                self._data.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -72,4 +63,5 @@ class TTLCache(Generic[K, V]):
 
     def __len__(self) -> int:
         with self._lock:
+            self._data.expire()
             return len(self._data)
