@@ -121,10 +121,14 @@ def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: D
     parent = Job(id=new_id("dsc"), tenant_id=tenant, kind=JobKind.discovery, dataset_id=dataset.id,
                  config={"budget": budget.model_dump(mode="json"), "options": options.model_dump(mode="json")},
                  status=JobStatus.running, started_at=now, created_at=now)
+    specs = candidate_specs(settings, dataset, budget, options)
+    # workers claim queued jobs in id order; ids made in the same millisecond differ only by their random
+    # part, so sort them to make claims follow the engine's order (most promising first)
+    ids = sorted(new_id("job") for _ in specs)
     children = [
-        Job(id=new_id("job"), tenant_id=tenant, kind=JobKind.candidate, dataset_id=dataset.id, parent_job_id=parent.id,
+        Job(id=job_id, tenant_id=tenant, kind=JobKind.candidate, dataset_id=dataset.id, parent_job_id=parent.id,
             config=spec.to_dict(), queue=jobs.queue_for(spec.pipeline.model.device))
-        for spec in candidate_specs(settings, dataset, budget, options)
+        for job_id, spec in zip(ids, specs)
     ]
     if not children:
         raise InvalidInput("the engine proposed no candidate for this dataset", field="dataset_id")

@@ -143,8 +143,8 @@ def test_budgets_are_capped_by_the_settings(make_settings) -> None:
 
 
 def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory, settings) -> None:
-    """The engine's candidates end to end: x1*x2 is found exactly by the product candidate, so the
-    discovery stops at the first good-enough formula instead of running all eight."""
+    """The engine's candidates end to end, claimed in the engine's order: x1*x2 is found exactly by the
+    first (the product candidate), so the discovery stops there instead of running all eight."""
     ds = insert_dataset(session_factory, n_train=200, n_test=100, fn=lambda x: (x[:, 0] * x[:, 1])[:, None])
     r = client.post("/v1/discoveries", json={"dataset_id": ds, "budget": {"max_candidates": 8, "max_seconds": 120}})
     assert r.status_code == 202, r.text
@@ -153,7 +153,7 @@ def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory,
     assert done["status"] == "succeeded", done
     assert "numerical precision" in done["reason"]
     chosen = done["chosen"]
-    assert chosen["r2"] > 1 - 1e-10 and chosen["candidate"]["family"] == "product", chosen
+    assert chosen["r2"] > 1 - 1e-10 and chosen["candidate"]["id"] == "00-product", chosen  # claimed in the engine's order
     assert is_solution(chosen["formula"], "x1*x2", ["x1", "x2"])
     statuses = sorted(c["status"] for c in done["candidates"])  # one worker advances the parent before its next claim
     assert statuses == ["cancelled"] * 7 + ["succeeded"], statuses
