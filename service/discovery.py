@@ -263,8 +263,9 @@ def advance_discovery(session: Session, settings: Settings, parent_id: str, *, n
         session.rollback()
         return False
     children = _children(session, parent_id)
-    job_of = {r.spec_id: c for c in children if (r := candidate_result(c)) is not None}  # spec ids are unique
-    scored = [r for c in children if (r := candidate_result(c)) is not None and r.has_formula]
+    results = [(c, r) for c in children if (r := candidate_result(c)) is not None]
+    job_of = {r.spec_id: c for c, r in results}  # spec ids are unique within a discovery
+    scored = [r for _, r in results if r.has_formula]
     done = sum(c.status.is_final for c in children)
     best = min(scored, key=lambda r: r.test_rmse, default=None)
     progress = {"candidates_done": done, "candidates_total": len(children),
