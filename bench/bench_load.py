@@ -18,6 +18,7 @@ Run from the repository root:
 
     .venv/bin/python bench/bench_load.py                      # 16 users, 160 req/s offered, 30 s
     .venv/bin/python bench/bench_load.py --rate 0             # 16 users back to back (saturation)
+    .venv/bin/python bench/bench_load.py --pacing poisson     # random (exponential) gaps, not users in step
     .venv/bin/python bench/bench_load.py --duration 10        # shorter
 
 The load generator shares the machine's cores with the server and the training worker (loopback
@@ -148,11 +149,12 @@ def step_of(http: httpx.Client, job_id: str) -> tuple[float, int]:
     return time.monotonic(), int((job.get("progress") or {}).get("step") or 0)
 
 
-def run_locust(service: Service, model_id: str, key: str, users: int, rate: float, duration: float,
+def run_locust(service: Service, model_id: str, key: str, users: int, rate: float, pacing: str, duration: float,
                out_dir: Path) -> tuple[np.ndarray, int, float, dict[str, float]]:
     latency_file = out_dir / "latencies.txt"
     env = {**os.environ, "KAN_BENCH_MODEL_ID": model_id, "KAN_BENCH_API_KEY": key,
-           "KAN_BENCH_USER_RATE": str(rate / users if rate > 0 else 0), "KAN_BENCH_LATENCY_FILE": str(latency_file)}
+           "KAN_BENCH_USER_RATE": str(rate / users if rate > 0 else 0), "KAN_BENCH_PACING": pacing,
+           "KAN_BENCH_LATENCY_FILE": str(latency_file)}
     spawn_s = 1.0
     command = [PYTHON, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", service.url,
                "--users", str(users), "--spawn-rate", str(users / spawn_s), "--run-time", f"{duration + spawn_s:.0f}s",
@@ -185,6 +187,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=16, help="concurrent locust users (default 16)")
     parser.add_argument("--rate", type=float, default=160.0,
                         help="offered load in requests/s over all users; 0: back to back (default 160)")
+    parser.add_argument("--pacing", choices=("constant", "poisson"), default="constant",
+                        help="how each user spaces its requests at a given --rate: constant (locust's "
+                             "constant_throughput, users in step) or poisson (random exponential gaps)")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir (logs, locust CSV)")
     parser.add_argument("--env", action="append", default=[], metavar="KAN_X=V",
@@ -213,8 +218,8 @@ def main() -> int:
             t0, s0 = step_of(http, long_job["id"])
             time.sleep(5)
             t1, s1 = step_of(http, long_job["id"])
-            latencies, failures, wall, cpu = run_locust(service, model_id, read_key, args.users, args.rate, args.duration,
-                                                   data_dir)
+            latencies, failures, wall, cpu = run_locust(service, model_id, read_key, args.users, args.rate, args.pacing,
+                                                   args.duration, data_dir)
             t2, s2 = step_of(http, long_job["id"])
             job = http.get(f"/v1/jobs/{long_job['id']}").json()
             still_running = job["status"] == "running"
@@ -222,7 +227,8 @@ def main() -> int:
 
         n = len(latencies)
         pct = {q: float(np.percentile(latencies, q)) for q in (50, 90, 99)} if n else {}
-        offered = f"{args.rate:g} req/s offered ({args.rate / args.users:g} per user)" if args.rate else "back to back"
+        offered = (f"{args.rate:g} req/s offered ({args.rate / args.users:g} per user, {args.pacing} pacing)"
+                   if args.rate else "back to back")
         print()
         print(f"load: {args.users} locust users (FastHttpUser), 1-row POST /v1/models/{{id}}/predict, {offered}, "
               f"{args.duration:g} s after a 1 s spawn; server: kan-service serve --workers 1, auth on"
