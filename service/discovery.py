@@ -30,7 +30,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from kan_core import discovery as kd
-from kan_core.formula import evaluate_formula
 from kan_core.pipeline import TrainStage
 from service import datasets, idempotency, jobs, model_store
 from service.datasets import load_arrays
@@ -212,10 +211,11 @@ def cancel_discovery(session: Session, settings: Settings, tenant: str, discover
     return get_discovery(session, tenant, discovery_id)
 
 
-def predict(session: Session, settings: Settings, tenant: str, discovery_id: str, inputs: Sequence[Sequence[float]],
-            point: int | None) -> tuple[dict[str, Any], list[list[float | None]]]:
-    """Evaluate a discovery's formula on input rows: the chosen one, or front[point]. Conflict while
-    the discovery has no formula (running, failed, cancelled before any)."""
+def predict(session: Session, settings: Settings, store: model_store.ModelStore, tenant: str, discovery_id: str,
+            inputs: Sequence[Sequence[float]], point: int | None) -> tuple[dict[str, Any], list[list[float | None]]]:
+    """Evaluate a discovery's formula on input rows: the chosen one, or front[point], compiled once per
+    formula text by the model store. Conflict while the discovery has no formula (running, failed,
+    cancelled before any)."""
     job = get_discovery(session, tenant, discovery_id)
     result = job.result or {}
     front = result.get("front") or []
@@ -228,8 +228,7 @@ def predict(session: Session, settings: Settings, tenant: str, discovery_id: str
                        job_status=job.status.value)
     names = chosen["variables"]
     x = model_store.validate_inputs(inputs, len(names), settings.max_predict_rows)
-    y = evaluate_formula(kd.parse_formula(chosen["formula"], names), names, x)
-    return chosen, model_store.rows_json(y[:, None])
+    return chosen, model_store.rows_json(store.text_formula(chosen["formula"], names).evaluate(x))
 
 
 # --------------------------------------------------------------------------------------------------

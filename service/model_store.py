@@ -347,6 +347,8 @@ class ModelStore:
         self._rows: TTLCache[tuple[str, str], Model] = TTLCache(row_ttl_s)
         self._networks: LRUCache[str, LoadedNetwork] = LRUCache(max_models)
         self._formulas: LRUCache[str, CompiledFormulas | None] = LRUCache(max_models)
+        # formula text + variables -> compiled function: keyed by content, so an entry is never stale
+        self._texts: LRUCache[tuple[str, tuple[str, ...]], CompiledFormulas] = LRUCache(max_derived)
         self._samples: LRUCache[str, np.ndarray] = LRUCache(max_models)
         self._edges: LRUCache[tuple[str, int, bool], list[dict[str, Any]]] = LRUCache(max_derived)
         self._plots: LRUCache[str, bytes] = LRUCache(max_derived)
@@ -439,6 +441,14 @@ class ModelStore:
 
     def require_formulas(self, session: Session, row: Model) -> CompiledFormulas:
         return self._require(row, self.formulas(session, row))
+
+    def text_formula(self, text: str, variables: Sequence[str]) -> CompiledFormulas:
+        """A stored formula's text (a discovery's front point, say) parsed with the whitelist parser
+        and lambdified once, then reused: `.evaluate(x)` gives (B, 1). The cache key is the text and
+        the variables themselves, so nothing ever needs evicting for staleness."""
+        key = (text, tuple(variables))
+        return self._texts.get_or_create(key, lambda: CompiledFormulas(
+            "stored", [], [_compile(_parse(text, variables), variables)]))
 
     @staticmethod
     def _require(row: Model, compiled: CompiledFormulas | None) -> CompiledFormulas:

@@ -23,6 +23,7 @@ from service.auth import ANONYMOUS, CHALLENGE, Principal
 from service.config import Settings
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.executors.base import Executor
+from service.model_store import ModelStore
 from service.models import Scope
 from service.ratelimit import RateLimiter, RouteClass, retry_after
 
@@ -60,10 +61,15 @@ async def get_rate_limiter(request: Request) -> RateLimiter:
     return request.app.state.rate_limiter
 
 
+async def get_model_store(request: Request) -> ModelStore:
+    return request.app.state.model_store
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 ExecutorDep = Annotated[Executor, Depends(get_executor)]
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 
 bearer = HTTPBearer(
     auto_error=False, bearerFormat="kan_<key id>.<secret>",

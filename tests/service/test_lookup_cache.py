@@ -17,12 +17,13 @@ from sqlalchemy import delete, event
 
 from jobs_support import assert_problem
 from kan_core import io as kan_io
+from kan_core.expr import ExpressionError
 from security_support import bearer, make_key, seed_tenant
 from service import auth
 from service.app import create_app
 from service.cache import TTLCache
 from service.config import Settings
-from service.model_store import FROZEN_MAX_CELLS, INLINE_PREDICT_ROWS
+from service.model_store import FROZEN_MAX_CELLS, INLINE_PREDICT_ROWS, ModelStore
 from service.models import Model
 
 SHORT_TTL_S = 0.2
@@ -282,3 +283,18 @@ def test_ttl_cache_with_ttl_zero_keeps_nothing() -> None:
     assert cache.get("a") is None and len(cache) == 0
     with pytest.raises(ValueError):
         TTLCache(-1.0)
+
+
+def test_stored_formula_text_is_compiled_once_per_text_and_variables() -> None:
+    """Discovery predictions evaluate a stored formula text: the store parses and lambdifies it once."""
+    store = ModelStore(max_derived=2)
+    compiled = store.text_formula("x1*sin(x2) + 2", ["x1", "x2"])
+    assert store.text_formula("x1*sin(x2) + 2", ["x1", "x2"]) is compiled
+    x = np.array([[2.0, 0.5], [-1.0, 3.0]])
+    np.testing.assert_allclose(compiled.evaluate(x)[:, 0], x[:, 0] * np.sin(x[:, 1]) + 2)
+    swapped = store.text_formula("x1*sin(x2) + 2", ["x2", "x1"])  # same text, other column order
+    assert swapped is not compiled
+    np.testing.assert_allclose(swapped.evaluate(x)[:, 0], x[:, 1] * np.sin(x[:, 0]) + 2)
+    assert np.isnan(store.text_formula("log(x1)", ["x1"]).evaluate(np.array([[-1.0]]))[0, 0])  # off-domain: NaN
+    with pytest.raises(ExpressionError):  # the whitelist parser, never eval: no attribute access
+        store.text_formula("x1.__class__", ["x1"])

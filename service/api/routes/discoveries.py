@@ -13,6 +13,7 @@ from service import discovery, dispatch
 from service.api.deps import (
     ExecutorDep,
     JobsRateLimit,
+    ModelStoreDep,
     PredictRateLimit,
     SessionDep,
     SettingsDep,
@@ -74,11 +75,11 @@ def get_discovery(discovery_id: DiscoveryId, session: SessionDep, tenant: Tenant
                          summary="Evaluate the discovery's formula on input rows",
                          responses=problem_responses(400, 404, 409, 413, 422, 429), dependencies=[PredictRateLimit])
 def predict(discovery_id: DiscoveryId, body: PredictRequest, session: SessionDep, settings: SettingsDep,
-            tenant: TenantDep,
+            store: ModelStoreDep, tenant: TenantDep,
             point: Annotated[int | None, Query(ge=0, description="Index into `front`; omitted: the chosen formula.")]
             = None) -> DiscoveryPredictResponse:
     """One output per input row, from the closed-form formula (no network). 409 while there is none."""
-    chosen, outputs = discovery.predict(session, settings, tenant, discovery_id, body.inputs, point)
+    chosen, outputs = discovery.predict(session, settings, store, tenant, discovery_id, body.inputs, point)
     return DiscoveryPredictResponse(formula=chosen["formula"], variables=chosen["variables"], outputs=outputs)
 
 

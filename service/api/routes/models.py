@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from service import model_store
-from service.api.deps import PredictRateLimit, SessionDep, TenantDep, WriteScope
+from service.api.deps import ModelStoreDep, PredictRateLimit, SessionDep, TenantDep, WriteScope
 from service.auth import Principal
 from service.model_store import ModelStore
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
@@ -24,13 +24,6 @@ from service.schemas.models import (
 router = APIRouter(tags=["models"])
 
 IMMUTABLE = "private, max-age=86400, immutable"  # a model never changes once written; only deletion
-
-
-async def get_model_store(request: Request) -> ModelStore:
-    return request.app.state.model_store
-
-
-ModelStoreDep = Annotated[ModelStore, Depends(get_model_store)]
 
 
 @router.get("/models", response_model=Page[ModelSummary], summary="List models", responses=problem_responses(422))
