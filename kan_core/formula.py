@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import sympy
 import torch
+from sympy.functions.elementary.hyperbolic import HyperbolicFunction, InverseHyperbolicFunction
+from sympy.functions.elementary.trigonometric import InverseTrigonometricFunction, TrigonometricFunction
 
 MAX_SIMPLIFY_OPS = 30  # sympy.simplify only up to this many operations (~0.3 s; 55 ops took 5 s)
 MAX_REWRITE_OPS = 400  # cheaper rewrites (expand, cancel) only below this many
@@ -236,7 +238,9 @@ def _round_significant(v: float, digits: int) -> sympy.Float:
 
 
 MAX_SIMPLIFY_FUNCTIONS = 3  # sympy.simplify only with at most this many applied functions...
-MAX_SIMPLIFY_NESTING = 2  # ...nested at most this deep (exp(sin(x)) is 2)
+MAX_SIMPLIFY_NESTING = 2  # ...nested at most this deep (exp(sin(x)) is 2)...
+MAX_SIMPLIFY_TRIG = 1  # ...and at most this many trigonometric or hyperbolic ones (trigsimp's TR8 explodes)
+_TRIG_LIKE = (TrigonometricFunction, InverseTrigonometricFunction, HyperbolicFunction, InverseHyperbolicFunction)
 
 
 def _function_depth(expr: sympy.Basic) -> int:
@@ -248,14 +252,19 @@ def _function_depth(expr: sympy.Basic) -> int:
 
 def simplify_is_safe(expr: sympy.Expr) -> bool:
     """Whether `sympy.simplify` is cheap enough to try: at most MAX_SIMPLIFY_OPS operations and
-    MAX_SIMPLIFY_FUNCTIONS applied functions nested at most MAX_SIMPLIFY_NESTING deep. The operation
+    MAX_SIMPLIFY_FUNCTIONS applied functions nested at most MAX_SIMPLIFY_NESTING deep, of which at most
+    MAX_SIMPLIFY_TRIG trigonometric or hyperbolic (trigsimp's product-to-sum rule ran for minutes on the
+    21-operation ``0.2542*(sin(0.4976*theta - 0.239) - 1.082 - 0.38/(sigma - 3.721))**2 +
+    0.05531*cos(0.944*(sigma - 2.32)**2 + 6.888 - 670.8/(theta + 8.076)**2) + 0.06169``). The operation
     count alone is no bound: simplify ran for over ten minutes (trigsimp -> factor -> expand) on
     the 26-operation ``17.09 - 10.61/sqrt(sqrt(exp(0.2385*m_0) + 6.841) + 0.2459*tanh(9.449*atanh(
     0.05893*c - 0.4562) + 3.152) - 0.1892*tanh(5.709*atanh(0.09233*c - 0.7223) + 2.985) - 2.469)``."""
     if sympy.count_ops(expr) > MAX_SIMPLIFY_OPS:
         return False
-    n_functions = sum(1 for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function))
-    return n_functions <= MAX_SIMPLIFY_FUNCTIONS and _function_depth(expr) <= MAX_SIMPLIFY_NESTING
+    functions = [e for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function)]
+    n_trig = sum(1 for f in functions if isinstance(f, _TRIG_LIKE))
+    return (len(functions) <= MAX_SIMPLIFY_FUNCTIONS and n_trig <= MAX_SIMPLIFY_TRIG
+            and _function_depth(expr) <= MAX_SIMPLIFY_NESTING)
 
 
 def _bounded_simplify(expr: sympy.Expr, digits: int, tol: float) -> sympy.Expr:

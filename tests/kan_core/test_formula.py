@@ -170,3 +170,18 @@ def test_simplify_is_not_tried_on_nested_function_formulas():
     assert time.monotonic() - start < 30
     x1, x2 = sympy.symbols("x_1 x_2")
     assert simplify_is_safe(sympy.exp(sympy.sin(sympy.pi * x1) + x2**2))
+
+
+@pytest.mark.timeout(120)  # a hang guard: trigsimp ran for minutes on this before MAX_SIMPLIFY_TRIG
+def test_simplify_is_not_tried_on_formulas_with_several_trig_functions():
+    from kan_core.expr import STORED_LIMITS, parse
+    from kan_core.formula import simplify_is_safe, tidy_formula
+
+    text = ("0.2542*(sin(0.4976*theta - 0.239) - 1.082 - 0.38/(sigma - 3.721))**2"
+            " + 0.05531*cos(0.944*(sigma - 2.32)**2 + 6.888 - 670.8/(theta + 8.076)**2) + 0.06169")
+    expr = parse(text, ["sigma", "theta"], limits=STORED_LIMITS)
+    assert not simplify_is_safe(expr)
+    assert tidy_formula(expr).free_symbols == expr.free_symbols
+    x = sympy.Symbol("x")
+    assert simplify_is_safe(sympy.sin(x) ** 2 + 1) and not simplify_is_safe(sympy.sin(x) * sympy.cos(x))
+    assert not simplify_is_safe(sympy.tanh(sympy.atanh(x) + 1))
