@@ -40,6 +40,7 @@ import numpy as np
 import sympy
 import torch
 
+from kan_core.constants import sharpen_constants
 from kan_core.data import Dataset
 from kan_core.errors import KANError, TrainingCancelled
 from kan_core.expr import STORED_LIMITS, ExpressionError
@@ -326,7 +327,9 @@ def candidates(
     6. the seed recipe on ``[n, 5, 1]`` (pykan's: lamb 0.01, entropy 10, prune, retrain);
     7. log-target ``[n, 5, 1]`` (all targets > 0);
     8. ``[n, 5, 1]`` mild on standardised inputs and target; ``[n, 4, 2, 1]``; then further seeds.
-    Every symbolic stage is followed by a Levenberg-Marquardt polish of the constants.
+    Every symbolic stage is followed by a Levenberg-Marquardt polish of the constants; the final
+    formula's constants are refitted once more on the formula itself and keep as many digits as the
+    fit needs (`kan_core.constants.sharpen_constants`).
     """
     if not isinstance(dataset, Dataset):
         raise ValueError(f"dataset must be a kan_core Dataset, got {type(dataset).__name__}")
@@ -524,6 +527,8 @@ def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], res
         return result("no_formula", network_test_rmse=net_rmse)
     try:
         expr = polish_formula(run.formulas[0], names, dataset)
+        expr = sharpen_constants(expr, names, dataset.train_input.detach().to("cpu", torch.float64).numpy(),
+                                 dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0])
         metrics = formula_metrics(expr, names, dataset)
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return result("failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], network_test_rmse=net_rmse)
