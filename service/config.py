@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(15.0, gt=0, le=3600, description="A running job whose worker is silent this long is re-queued.")
     max_attempts: int = Field(3, ge=1, le=20, description="Attempts before a job whose workers keep dying fails.")
     job_timeout_s: float = Field(3600.0, gt=0, description="A job running longer fails with a clear reason.")
+    job_kill_grace_s: float = Field(
+        60.0, gt=0,
+        description="Local workers: a job still running this long after its time limit or a cancel (stuck in a "
+                    "step that cannot be interrupted) is ended with its worker process, which is restarted.",
+    )
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (executor=celery).")
     queue_prefix: str = Field(
         "", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$",

@@ -13,7 +13,9 @@ Each worker process (`LocalWorker`):
 - claims the oldest queued job of its queues ("cpu", plus "gpu" when settings.gpu_worker) with an
   atomic compare-and-set and runs it (service.worker.runner);
 - on SIGTERM / SIGINT stops its job at the next training step, puts it back in the queue without
-  counting the attempt, unregisters and exits. It also exits when its supervisor disappears.
+  counting the attempt, unregisters and exits. It also exits when its supervisor disappears;
+- under a supervisor, ends itself when its job is stuck past its time limit or a cancel in a step
+  that cannot be interrupted (service.worker.watchdog); the supervisor starts another.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.executors import make_executor
 from service.worker.heartbeat import Heartbeat, new_worker_id
+from service.worker.watchdog import StuckJobWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,10 @@ class LocalWorker:
         torch.set_num_threads(self.settings.torch_threads)
         engine = make_engine(self.settings)
         factory = make_session_factory(engine)
+        # only a supervised process may end itself: its supervisor starts another
+        watchdog = StuckJobWatchdog(self.settings, factory, lambda: self.current) if self._parent_pid is not None else None
         heart = Heartbeat(self.settings, factory, self.id, kind=self.kind, current=lambda: self.current,
-                          executor=make_executor(self.settings), on_beat=self._check_parent)
+                          executor=make_executor(self.settings), on_beat=lambda: self._on_beat(watchdog))
         heart.start()
         log.info("worker %s started (queues %s, %d torch threads)", self.id, ",".join(self.queues),
                  self.settings.torch_threads)
@@ -94,6 +99,14 @@ class LocalWorker:
             heart.stop()
             engine.dispose()
             log.info("worker %s stopped", self.id)
+
+    def _on_beat(self, watchdog: StuckJobWatchdog | None) -> None:
+        self._check_parent()
+        if watchdog is not None:
+            try:
+                watchdog.check()
+            except Exception:  # a busy database: look again at the next beat
+                log.exception("worker %s: stuck-job check failed", self.id)
 
     def _check_parent(self) -> None:
         if self._parent_pid is not None and os.getppid() != self._parent_pid:
