@@ -11,7 +11,8 @@ discovery cannot tell it from an approximation (its early stop wants R² >= 1 - 
   ``rel_tol`` of the RMSE, or bring it below ``abs_tol`` (so an exact fit keeps enough digits to stay
   exact and a noisy one goes back to 4);
 - `sharpen_constants`: refit, snap the constants the refit made exactly nice (1.5000000001 -> 3/2,
-  with `clean_constants` at a 1e-9 tolerance), then round: what discovery does to every formula.
+  with `clean_constants` at a 1e-9 tolerance; 1e-18 -> 0), then round: what discovery does to every
+  formula.
 
 Formulas are ours (never user text); evaluation is sympy.lambdify with numpy.
 """
@@ -190,13 +191,25 @@ def round_constants(
 
 
 SNAP_TOL = 1e-9  # a refitted constant this close (relative) to p/q or p*pi/q is taken to be it
+ZERO_TOL = 1e-12  # ...and one this small (absolute) to be 0, when the fit agrees
 
 
 def sharpen_constants(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.ndarray) -> sympy.Expr:
     """`refit_constants`; then the refitted constants within SNAP_TOL of a simple number snap to it
     (`clean_constants`: integers, p/q and p*pi/q with q <= 4); then `round_constants`."""
     fit = refit_constants(expr, var_names, x, y)
-    out = fit.expr
-    if not fit.skipped:
-        out = clean_constants(out, digits=17, tol=SNAP_TOL)
+    out = _zero_tiny(clean_constants(fit.expr, digits=17, tol=SNAP_TOL), var_names, x, y)
     return round_constants(out, var_names, x, y)
+
+
+def _zero_tiny(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.ndarray) -> sympy.Expr:
+    """Floats below ZERO_TOL in magnitude set to 0 (``(T - 0.86)**1.9e-18`` -> 1), kept only when
+    that leaves the fit as it was (RMSE within a relative 1e-6, or below 1e-7 std(y))."""
+    tiny = {f: sympy.Integer(0) for f in expr.atoms(sympy.Float) if abs(float(f)) < ZERO_TOL}
+    if not tiny:
+        return expr
+    x, y = _check(expr, var_names, x, y)
+    symbols = [sympy.Symbol(v) for v in var_names]
+    zeroed = expr.xreplace(tiny)
+    limit = max(_rmse(expr, symbols, x, y) * (1 + 1e-6), 1e-7 * float(np.std(y)))
+    return zeroed if _rmse(zeroed, symbols, x, y) <= limit else expr

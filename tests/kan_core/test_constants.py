@@ -80,3 +80,12 @@ def test_sharpen_snaps_constants_the_refit_made_exactly_simple() -> None:
     y = 1.5 * x[:, 0] ** 2 + np.sin(np.pi * x[:, 1])
     start = 1.49 * X1**2 + 1.01 * sympy.sin(3.1 * X2 + 0.002)
     assert sharpen_constants(start, ["x1", "x2"], x, y) == sympy.Rational(3, 2) * X1**2 + sympy.sin(sympy.pi * X2)
+
+
+def test_sharpen_drops_a_factor_whose_refitted_exponent_is_zero() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.uniform(1, 5, (300, 2))
+    y = x[:, 0] * np.exp(-x[:, 1])
+    t, n0 = sympy.symbols("t n0")
+    start = n0 * sympy.exp(-t) * (t - sympy.Float(0.8636)) ** sympy.Float(1.855e-18)
+    assert sharpen_constants(start, ["n0", "t"], x, y) == n0 * sympy.exp(-t)
