@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import sympy
 import torch
+from sympy.functions.elementary.hyperbolic import InverseHyperbolicFunction
 
 from kan_core.constants import sharpen_constants
 from kan_core.data import Dataset
@@ -575,6 +576,12 @@ def _combine_log_sums(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(numeric_logs, lambda node: sympy.logcombine(node, force=False))
 
 
+def _inverse_hyperbolic_as_log(expr: sympy.Expr) -> sympy.Expr:
+    """atanh, asinh, acosh written as logs, which sympy cancels against exp at once:
+    ``exp(2*atanh(z)) -> (1 + z)/(1 - z)`` (log-space KANs find such forms for rational formulas)."""
+    return expr.replace(lambda node: isinstance(node, InverseHyperbolicFunction), lambda node: node.rewrite(sympy.log))
+
+
 def _function_count(expr: sympy.Expr) -> int:
     """Number of applied functions (exp, sin, tanh, ...) in the tree; powers do not count."""
     return sum(1 for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function))
@@ -582,8 +589,9 @@ def _function_count(expr: sympy.Expr) -> int:
 
 def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset | None = None) -> sympy.Expr:
     """The simplest of a few equivalent forms of ``expr``: fewest applied functions first (so
-    ``tanh(atanh(a) + atanh(b))`` becomes ``(a + b)/(a*b + 1)`` and ``exp(log(a) - log(b))``
-    ``a/b``), then lowest `formula_complexity`; a rewrite may grow the tree by at most half.
+    ``tanh(atanh(a) + atanh(b))`` becomes ``(a + b)/(a*b + 1)``, ``exp(log(a) - log(b))`` ``a/b`` and
+    ``exp(2*atanh(1 - 2/(m + 1)))`` ``m``), then lowest `formula_complexity`; a rewrite may grow the
+    tree by at most half.
 
     Variables whose values are all > 0 in ``dataset`` (both splits) are treated as positive while
     rewriting, so ``log(a) - log(b)`` may become ``log(a/b)`` and ``sqrt(c**2)`` ``c``; a rewrite
@@ -610,6 +618,7 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
         lambda u: sympy.powsimp(sympy.factor(u)),
         lambda u: sympy.cancel(sympy.expand_log(u)),
         lambda u: sympy.cancel(sympy.expand_trig(u)),
+        lambda u: sympy.cancel(_inverse_hyperbolic_as_log(u)),
         sympy.factor_terms,
     ]
     if simplify_is_safe(e):

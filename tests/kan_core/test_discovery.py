@@ -143,6 +143,10 @@ def test_polish_prefers_fewer_functions_and_checks_the_data(ratio):
     polished = polish_formula(parse_formula("exp(log(x_2) + log(x_2))", ["x_2"]), ["x_1", "x_2"], ratio)
     assert polished == x2**2
     assert polish_formula(x1, ["x_1", "x_2"], ratio) == x1
+    # what a log-space KAN wrote for m*u**2: exp(2*atanh(z)) = (1 + z)/(1 - z)
+    weird = parse_formula("x_2**2*exp(2*atanh(1 - 2/(x_1 + 1)))", ["x_1", "x_2"])
+    positive = make_dataset(lambda x: x[:, 0] * x[:, 1] ** 2, 2, ranges=(1, 5), n_train=50, n_test=50)
+    assert polish_formula(weird, ["x_1", "x_2"], positive) == x1 * x2**2
 
 
 # ----------------------------------------------------------------------------------------------
