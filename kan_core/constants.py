@@ -60,7 +60,7 @@ def _check(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.ndar
 
 
 def _real(values: np.ndarray, n: int) -> np.ndarray | None:
-    """(n,) float64 of a lambdified result, None when it is complex with a real imaginary part."""
+    """(n,) float64 of a lambdified result, None when it is complex with a non-negligible imaginary part."""
     values = np.asarray(values)
     if np.iscomplexobj(values):
         if np.any(np.abs(values.imag) > 1e-12 * (1 + np.abs(values.real))):
@@ -90,8 +90,9 @@ def refit_constants(
     if x.shape[0] > MAX_POINTS:
         idx = np.linspace(0, x.shape[0] - 1, MAX_POINTS).round().astype(int)
         x, y = x[idx], y[idx]
-    # real symbols, so that sympy differentiates abs() and sqrt() as real functions
-    reals = [sympy.Symbol(f"_v{i}", real=True) for i in range(len(var_names))]
+    # real symbols, so that sympy differentiates abs() and sqrt() as real functions; Dummy, so that no
+    # variable name can clash with them
+    reals = [sympy.Dummy(f"v{i}", real=True) for i in range(len(var_names))]
     body = expr.xreplace({sympy.Symbol(v): r for v, r in zip(var_names, reals)})
     floats = sorted(body.atoms(sympy.Float), key=lambda f: (float(f), str(f)))
     before = _rmse(body, reals, x, y)
@@ -99,7 +100,7 @@ def refit_constants(
         why = ("no constants" if not floats else f"{len(floats)} constants" if len(floats) > MAX_CONSTANTS
                else "steps = 0" if steps == 0 else "not finite on the data")
         return ConstantFit(expr, before, before, 0, len(floats), why)
-    params = [sympy.Symbol(f"_c{i}", real=True) for i in range(len(floats))]
+    params = [sympy.Dummy(f"c{i}", real=True) for i in range(len(floats))]
     template = body.xreplace(dict(zip(floats, params)))
     derivatives = [sympy.diff(template, p) for p in params]
     if any(d.has(sympy.Derivative, sympy.Subs) for d in derivatives):
