@@ -67,21 +67,23 @@ class StuckJobWatchdog:
             self._due = now
         if now - self._due < self.settings.job_kill_grace_s:
             return None
-        self._end(claim, reason, now)
-        return reason
+        return reason if self._end(claim, reason, now - self._due) else None
 
-    def _end(self, claim: jobs.Claim, reason: str, now: float) -> None:
-        overdue = now - self._due if self._due is not None else 0.0
+    def _end(self, claim: jobs.Claim, reason: str, overdue: float) -> bool:
+        """Write the outcome and end the process; False (nothing done) when the job ended meanwhile."""
         with self.session_factory() as session:
             if reason == "cancel":
-                jobs.finish_cancelled(session, claim)
+                ended = jobs.finish_cancelled(session, claim)
             else:
-                jobs.finish_failed(
+                ended = jobs.finish_failed(
                     session, claim, "JobTimeout",
                     f"the job ran longer than its time limit (job_timeout_s={self.settings.job_timeout_s:g} s) and "
                     f"was still in a step that cannot be interrupted {overdue:.1f} s later; its worker process was "
                     "restarted")
+            if not ended:  # the runner finished it a moment ago: nothing is stuck
+                return False
             jobs.unregister_worker(session, claim.worker_id)  # its replacement registers under a new id
         log.error("job %s did not stop %.1f s after it was asked to (%s); ending worker process %d",
                   claim.job_id, overdue, reason, os.getpid())
         self.exit(EXIT_STUCK_JOB)
+        return True
