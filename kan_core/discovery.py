@@ -41,7 +41,7 @@ import sympy
 import torch
 from sympy.functions.elementary.hyperbolic import InverseHyperbolicFunction
 
-from kan_core.constants import sharpen_constants
+from kan_core.constants import refit_constants, sharpen_constants
 from kan_core.data import Dataset
 from kan_core.errors import KANError, TrainingCancelled
 from kan_core.expr import STORED_LIMITS, ExpressionError
@@ -531,9 +531,12 @@ def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], res
     if not run.formulas:
         return result("no_formula", network_test_rmse=net_rmse)
     try:
-        expr = polish_formula(run.formulas[0], names, dataset)
-        expr = sharpen_constants(expr, names, dataset.train_input.detach().to("cpu", torch.float64).numpy(),
-                                 dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0])
+        x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
+        y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
+        # constants at full precision first, so that rewrites cancel exactly (2*atanh(1 - 9.315/(m + 4.658)) does
+        # not cancel, 9.31532/(m + 4.65766) does); then the rewrites; then the final refit and rounding
+        expr = refit_constants(run.formulas[0], names, x, y).expr
+        expr = sharpen_constants(polish_formula(expr, names, dataset), names, x, y)
         metrics = formula_metrics(expr, names, dataset)
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return result("failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], network_test_rmse=net_rmse)
@@ -582,6 +585,26 @@ def _inverse_hyperbolic_as_log(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda node: isinstance(node, InverseHyperbolicFunction), lambda node: node.rewrite(sympy.log))
 
 
+def _join_roots(expr: sympy.Expr) -> sympy.Expr:
+    """In every product, the factors with the same root join under it: ``sqrt(a)*sqrt(b)/sqrt(c) ->
+    sqrt(a*b/c)``, ``a**(1/3)*b**(2/3) -> (a*b**2)**(1/3)``. Valid for positive bases only: the
+    caller checks the result on the data."""
+
+    def join(node: sympy.Expr) -> sympy.Expr:
+        groups: dict[int, list[sympy.Expr]] = {}
+        for factor in node.args:
+            if isinstance(factor, sympy.Pow) and factor.exp.is_Rational and not factor.exp.is_Integer:
+                groups.setdefault(int(factor.exp.q), []).append(factor)
+        if all(len(g) < 2 for g in groups.values()):
+            return node
+        rest = [f for f in node.args if not any(f in g for g in groups.values() if len(g) > 1)]
+        joined = [sympy.Pow(sympy.Mul(*(f.base ** (f.exp * q) for f in g)), sympy.Rational(1, q))
+                  for q, g in groups.items() if len(g) > 1]
+        return sympy.Mul(*rest, *joined)
+
+    return expr.replace(lambda node: isinstance(node, sympy.Mul), join)
+
+
 def _function_count(expr: sympy.Expr) -> int:
     """Number of applied functions (exp, sin, tanh, ...) in the tree; powers do not count."""
     return sum(1 for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function))
@@ -619,6 +642,8 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
         lambda u: sympy.cancel(sympy.expand_log(u)),
         lambda u: sympy.cancel(sympy.expand_trig(u)),
         lambda u: sympy.cancel(_inverse_hyperbolic_as_log(u)),
+        # positive symbols keep sqrt(a*b) split as sqrt(a)*sqrt(b); plain ones let them be joined
+        lambda u: _join_roots(u.xreplace(back)),
         sympy.factor_terms,
     ]
     if simplify_is_safe(e):

@@ -147,6 +147,10 @@ def test_polish_prefers_fewer_functions_and_checks_the_data(ratio):
     weird = parse_formula("x_2**2*exp(2*atanh(1 - 2/(x_1 + 1)))", ["x_1", "x_2"])
     positive = make_dataset(lambda x: x[:, 0] * x[:, 1] ** 2, 2, ranges=(1, 5), n_train=50, n_test=50)
     assert polish_formula(weird, ["x_1", "x_2"], positive) == x1 * x2**2
+    split = parse_formula("sqrt(x_1)*sqrt(x_2)/sqrt(x_3)", ["x_1", "x_2", "x_3"])  # sqrt(gamma*pr/rho), as found
+    three = make_dataset(lambda x: (x[:, 0] * x[:, 1] / x[:, 2]) ** 0.5, 3, ranges=(1, 5), n_train=50, n_test=50)
+    assert str(polish_formula(split, ["x_1", "x_2", "x_3"], three)) == "sqrt(x_1*x_2/x_3)"
+    assert is_solution(str(polish_formula(split, ["x_1", "x_2", "x_3"], three)), "sqrt(x_1*x_2/x_3)")
 
 
 # ----------------------------------------------------------------------------------------------
