@@ -6,7 +6,9 @@ discovery cannot tell it from an approximation (its early stop wants R² >= 1 - 
 
 - `refit_constants`: Levenberg-Marquardt on the formula itself, every `sympy.Float` of the
   expression a parameter (integers, fractions and multiples of pi that were snapped stay exact),
-  with the Jacobian from sympy's derivatives; the fit is kept only when it lowers the RMSE;
+  with the Jacobian from sympy's derivatives; no constant may grow past MAX_GROWTH times its start
+  (flat directions would otherwise trade exactness for absurd values); the fit is kept only when it
+  lowers the RMSE;
 - `round_constants`: the fewest significant digits (4, 5, 6, 8, 10, 12) that cost at most
   ``rel_tol`` of the RMSE, or bring it below ``abs_tol`` (so an exact fit keeps enough digits to stay
   exact and a noisy one goes back to 4);
@@ -31,6 +33,7 @@ from kan_core.formula import clean_constants
 ROUNDING_DIGITS: tuple[int, ...] = (4, 5, 6, 8, 10, 12)
 MAX_CONSTANTS = 40  # more floats than this: no refit (the formula is then no candidate for exactness anyway)
 MAX_POINTS = 2000  # rows used by the refit (evenly spaced when there are more)
+MAX_GROWTH = 100.0  # a refitted constant stays within this factor of max(|start|, 1)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,9 @@ def refit_constants(
         return out if np.isfinite(out).all() else None
 
     theta = np.array([float(v) for v in floats])
+    # a flat direction can carry constants off to huge values that cancel each other ((u - 2e16)**2
+    # terms): steps past this bound are refused, like steps that raise the loss
+    bound = MAX_GROWTH * np.maximum(np.abs(theta), 1.0)
     res = residual(theta)
     if res is None:
         return ConstantFit(expr, before, before, 0, len(floats), "not finite on the data")
@@ -150,7 +156,7 @@ def refit_constants(
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
-            new_res = residual(theta + step)
+            new_res = residual(theta + step) if np.all(np.abs(theta + step) <= bound) else None
             new_loss = math.inf if new_res is None else float(new_res @ new_res)
             if new_loss < loss:
                 gain = (loss - new_loss) / loss

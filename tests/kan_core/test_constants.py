@@ -89,3 +89,15 @@ def test_sharpen_drops_a_factor_whose_refitted_exponent_is_zero() -> None:
     t, n0 = sympy.symbols("t n0")
     start = n0 * sympy.exp(-t) * (t - sympy.Float(0.8636)) ** sympy.Float(1.855e-18)
     assert sharpen_constants(start, ["n0", "t"], x, y) == n0 * sympy.exp(-t)
+
+
+def test_refit_keeps_constants_within_a_bounded_growth() -> None:
+    """c*(x - a)**2 + e fits the line x + 1/2 better and better as a -> -infinity with c = -1/(2a) -> 0:
+    the refit may not follow that flat direction to absurd constants."""
+    rng = np.random.default_rng(4)
+    x = rng.uniform(1, 5, (300, 1))
+    y = x[:, 0] + 0.5
+    start = sympy.Float(0.1) * (X1 + sympy.Float(3.0)) ** 2 + sympy.Float(0.2)
+    fit = refit_constants(start, ["x1"], x, y, steps=3000)  # unbounded, a reaches -318 by then
+    assert fit.rmse_after < fit.rmse_before
+    assert max(abs(float(f)) for f in fit.expr.atoms(sympy.Float)) <= 100 * 3.0, fit.expr
