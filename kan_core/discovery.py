@@ -41,7 +41,7 @@ import sympy
 import torch
 from sympy.functions.elementary.hyperbolic import InverseHyperbolicFunction
 
-from kan_core.constants import refit_constants, sharpen_constants
+from kan_core.constants import sharpen_constants
 from kan_core.data import Dataset
 from kan_core.errors import KANError, TrainingCancelled
 from kan_core.expr import STORED_LIMITS, ExpressionError
@@ -533,10 +533,7 @@ def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], res
     try:
         x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
         y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
-        # constants at full precision first, so that rewrites cancel exactly (2*atanh(1 - 9.315/(m + 4.658)) does
-        # not cancel, 9.31532/(m + 4.65766) does); then the rewrites; then the final refit and rounding
-        expr = refit_constants(run.formulas[0], names, x, y).expr
-        expr = sharpen_constants(polish_formula(expr, names, dataset), names, x, y)
+        expr = sharpen_constants(polish_formula(run.formulas[0], names, dataset), names, x, y)
         metrics = formula_metrics(expr, names, dataset)
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return result("failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], network_test_rmse=net_rmse)
@@ -605,6 +602,16 @@ def _join_roots(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda node: isinstance(node, sympy.Mul), join)
 
 
+MAX_READABLE_INTEGER = 10**6  # a rewrite whose rationals need more digits than this is no simplification
+
+
+def _unreadable_numbers(expr: sympy.Expr) -> bool:
+    """Whether ``expr`` holds a rational with a numerator or denominator over MAX_READABLE_INTEGER:
+    `sympy.factor` turns floats into exact fractions, and can return ``1514...568*m*u**2/((u -
+    20158755137248752)**2*...)`` (68 digits) for a formula with a dozen float constants."""
+    return any(abs(r.p) > MAX_READABLE_INTEGER or r.q > MAX_READABLE_INTEGER for r in expr.atoms(sympy.Rational))
+
+
 def _function_count(expr: sympy.Expr) -> int:
     """Number of applied functions (exp, sin, tanh, ...) in the tree; powers do not count."""
     return sum(1 for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function))
@@ -660,6 +667,8 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
         for cand in forms:
             key = (_function_count(cand), formula_complexity(cand))
             if key >= best_key or key[1] > 1.5 * size0 + 2 or cand.has(sympy.nan, sympy.zoo, sympy.oo, -sympy.oo):
+                continue
+            if _unreadable_numbers(cand):
                 continue
             if ref is not None:
                 val = evaluate_formula(cand, names, x_test)

@@ -153,6 +153,16 @@ def test_polish_prefers_fewer_functions_and_checks_the_data(ratio):
     assert is_solution(str(polish_formula(split, ["x_1", "x_2", "x_3"], three)), "sqrt(x_1*x_2/x_3)")
 
 
+
+def test_polish_never_prefers_a_form_with_unreadable_numbers():
+    from kan_core.discovery import _unreadable_numbers
+
+    x, u = sympy.symbols("x u")
+    huge = sympy.Rational(15149413730209876204364051807126254446615654976633970363662826733568, 3)
+    assert _unreadable_numbers(huge * x / (u - 20158755137248752) ** 2)
+    assert not _unreadable_numbers(sympy.Rational(3, 2) * x + 7) and not _unreadable_numbers(1234567.891 * x)
+
+
 # ----------------------------------------------------------------------------------------------
 # candidates
 
