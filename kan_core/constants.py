@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from kan_core.formula import clean_constants
+from kan_core.formula import clean_constants, evaluate_formula, real_values
 
 ROUNDING_DIGITS: tuple[int, ...] = (4, 5, 6, 8, 10, 12)
 MAX_CONSTANTS = 40  # more floats than this: no refit (the formula is then no candidate for exactness anyway)
@@ -62,23 +62,9 @@ def _check(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.ndar
     return x, y
 
 
-def _real(values: np.ndarray, n: int) -> np.ndarray | None:
-    """(n,) float64 of a lambdified result, None when it is complex with a non-negligible imaginary part."""
-    values = np.asarray(values)
-    if np.iscomplexobj(values):
-        if np.any(np.abs(values.imag) > 1e-12 * (1 + np.abs(values.real))):
-            return None
-        values = values.real
-    return np.broadcast_to(values.astype(np.float64), (n,))
-
-
-def _rmse(expr: sympy.Expr, symbols: list[sympy.Symbol], x: np.ndarray, y: np.ndarray) -> float:
-    fn = sympy.lambdify(symbols, expr, modules="numpy")
-    with np.errstate(all="ignore"):
-        pred = _real(fn(*x.T), len(y))
-    if pred is None:
-        return math.inf
-    rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
+def _rmse(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.ndarray) -> float:
+    """RMSE of ``expr`` on (x, y); inf where it is not finite (or not real) on some row."""
+    rmse = float(np.sqrt(np.mean((evaluate_formula(expr, var_names, x) - y) ** 2)))
     return rmse if math.isfinite(rmse) else math.inf
 
 
@@ -98,7 +84,7 @@ def refit_constants(
     reals = [sympy.Dummy(f"v{i}", real=True) for i in range(len(var_names))]
     body = expr.xreplace({sympy.Symbol(v): r for v, r in zip(var_names, reals)})
     floats = sorted(body.atoms(sympy.Float), key=lambda f: (float(f), str(f)))
-    before = _rmse(body, reals, x, y)
+    before = _rmse(expr, var_names, x, y)
     if not floats or len(floats) > MAX_CONSTANTS or steps == 0 or not math.isfinite(before):
         why = ("no constants" if not floats else f"{len(floats)} constants" if len(floats) > MAX_CONSTANTS
                else "steps = 0" if steps == 0 else "not finite on the data")
@@ -116,20 +102,14 @@ def refit_constants(
         return ConstantFit(expr, before, before, 0, len(floats), f"cannot compile: {type(exc).__name__}")
     columns = list(x.T)
 
-    def residual(theta: np.ndarray) -> np.ndarray | None:
+    def residual(theta: np.ndarray) -> np.ndarray | None:  # None where not finite (or not real)
         with np.errstate(all="ignore"):
-            pred = _real(f(*columns, *theta), n)
-        if pred is None:
-            return None
-        r = pred - y
+            r = real_values(f(*columns, *theta), n) - y
         return r if np.isfinite(r).all() else None
 
     def jacobian(theta: np.ndarray) -> np.ndarray | None:
         with np.errstate(all="ignore"):
-            cols = [_real(c, n) for c in jac(*columns, *theta)]
-        if any(c is None for c in cols):
-            return None
-        out = np.stack(cols, axis=1)  # (N, P)
+            out = np.stack([real_values(c, n) for c in jac(*columns, *theta)], axis=1)  # (N, P)
         return out if np.isfinite(out).all() else None
 
     theta = np.array([float(v) for v in floats])
@@ -187,12 +167,11 @@ def round_constants(
     floats = list(expr.atoms(sympy.Float))
     if not floats:
         return expr
-    symbols = [sympy.Symbol(v) for v in var_names]
-    reference = _rmse(expr, symbols, x, y)
+    reference = _rmse(expr, var_names, x, y)
     limit = max(reference * (1 + rel_tol), 1e-7 * float(np.std(y)) if abs_tol is None else abs_tol)
     for d in sorted(digits):
         rounded = expr.xreplace({f: sympy.Float(f"{float(f):.{d}g}", d) for f in floats})
-        if _rmse(rounded, symbols, x, y) <= limit:
+        if _rmse(rounded, var_names, x, y) <= limit:
             return rounded
     return expr
 
@@ -216,7 +195,6 @@ def _zero_tiny(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.
     if not tiny:
         return expr
     x, y = _check(expr, var_names, x, y)
-    symbols = [sympy.Symbol(v) for v in var_names]
     zeroed = expr.xreplace(tiny)
-    limit = max(_rmse(expr, symbols, x, y) * (1 + 1e-6), 1e-7 * float(np.std(y)))
-    return zeroed if _rmse(zeroed, symbols, x, y) <= limit else expr
+    limit = max(_rmse(expr, var_names, x, y) * (1 + 1e-6), 1e-7 * float(np.std(y)))
+    return zeroed if _rmse(zeroed, var_names, x, y) <= limit else expr

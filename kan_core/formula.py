@@ -238,8 +238,7 @@ def _round_significant(v: float, digits: int) -> sympy.Float:
 
 
 MAX_SIMPLIFY_FUNCTIONS = 3  # sympy.simplify only with at most this many applied functions...
-MAX_SIMPLIFY_NESTING = 2  # ...nested at most this deep (exp(sin(x)) is 2)...
-MAX_SIMPLIFY_TRIG = 0  # ...and no trigonometric or hyperbolic one: trigsimp's TR8 can run for minutes
+MAX_SIMPLIFY_NESTING = 2  # ...nested at most this deep (exp(sin(x)) is 2), none trig-like (see below)
 _TRIG_LIKE = (TrigonometricFunction, InverseTrigonometricFunction, HyperbolicFunction, InverseHyperbolicFunction)
 
 
@@ -265,8 +264,7 @@ def simplify_is_safe(expr: sympy.Expr) -> bool:
     if sympy.count_ops(expr) > MAX_SIMPLIFY_OPS:
         return False
     functions = [e for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function)]
-    n_trig = sum(1 for f in functions if isinstance(f, _TRIG_LIKE))
-    return (len(functions) <= MAX_SIMPLIFY_FUNCTIONS and n_trig <= MAX_SIMPLIFY_TRIG
+    return (len(functions) <= MAX_SIMPLIFY_FUNCTIONS and not any(isinstance(f, _TRIG_LIKE) for f in functions)
             and _function_depth(expr) <= MAX_SIMPLIFY_NESTING)
 
 
@@ -336,7 +334,13 @@ def evaluate_formula(
     fn = sympy.lambdify(symbols, expr, modules="numpy")
     with np.errstate(all="ignore"):
         out = fn(*X.T)
-    out = np.asarray(out)
+    return real_values(out, X.shape[0]).copy()
+
+
+def real_values(values: object, n: int) -> np.ndarray:
+    """A lambdified formula's result as (n,) float64: scalars broadcast, complex values with a
+    non-negligible imaginary part (off the real domain) become NaN."""
+    out = np.asarray(values)
     if np.iscomplexobj(out):
         out = np.where(np.abs(out.imag) <= 1e-12 * (1 + np.abs(out.real)), out.real, np.nan)
-    return np.broadcast_to(out.astype(np.float64), (X.shape[0],)).copy()
+    return np.broadcast_to(out.astype(np.float64, copy=False), (n,))

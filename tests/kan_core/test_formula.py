@@ -172,7 +172,7 @@ def test_simplify_is_not_tried_on_nested_function_formulas():
     assert simplify_is_safe(sympy.exp(x1 + x2**2) / x1)
 
 
-@pytest.mark.timeout(120)  # a hang guard: trigsimp ran for minutes on each of these before MAX_SIMPLIFY_TRIG
+@pytest.mark.timeout(120)  # a hang guard: trigsimp ran for minutes on each of these before simplify_is_safe refused trig functions
 @pytest.mark.parametrize("text, names", [
     ("0.2542*(sin(0.4976*theta - 0.239) - 1.082 - 0.38/(sigma - 3.721))**2"
      " + 0.05531*cos(0.944*(sigma - 2.32)**2 + 6.888 - 670.8/(theta + 8.076)**2) + 0.06169", ["sigma", "theta"]),
