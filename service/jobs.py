@@ -377,6 +377,11 @@ def finish_with_result(session: Session, claim: Claim, result: dict[str, Any], p
     return _transition(session, claim, **values)
 
 
+def timeout_detail(settings: Settings) -> str:
+    """The error detail of a job failed for running past its time limit (runner and watchdog)."""
+    return f"the job ran longer than its time limit (job_timeout_s={settings.job_timeout_s:g} s)"
+
+
 def finish_failed(session: Session, claim: Claim, error_type: str, detail: str, *,
                   result: dict[str, Any] | None = None) -> bool:
     log.info("job %s failed: %s: %s", claim.job_id, error_type, detail)

@@ -257,8 +257,7 @@ def _stopped(session_factory: sessionmaker[Session], claim: jobs.Claim, stop: St
         if stop.reason == "cancel":
             jobs.finish_cancelled(session, claim)
         elif stop.reason == "timeout":
-            jobs.finish_failed(session, claim, "JobTimeout",
-                               f"the job ran longer than its time limit (job_timeout_s={settings.job_timeout_s:g} s)")
+            jobs.finish_failed(session, claim, "JobTimeout", jobs.timeout_detail(settings))
         elif stop.reason == "shutdown":
             jobs.release(session, claim)
         else:

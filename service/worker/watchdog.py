@@ -77,9 +77,8 @@ class StuckJobWatchdog:
             else:
                 ended = jobs.finish_failed(
                     session, claim, "JobTimeout",
-                    f"the job ran longer than its time limit (job_timeout_s={self.settings.job_timeout_s:g} s) and "
-                    f"was still in a step that cannot be interrupted {overdue:.1f} s later; its worker process was "
-                    "restarted")
+                    f"{jobs.timeout_detail(self.settings)} and was still in a step that cannot be interrupted "
+                    f"{overdue:.1f} s later; its worker process was restarted")
             if not ended:  # the runner finished it a moment ago: nothing is stuck
                 return False
             jobs.unregister_worker(session, claim.worker_id)  # its replacement registers under a new id
