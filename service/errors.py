@@ -78,11 +78,11 @@ class Unavailable(ServiceError):
     status, code, title = 503, "unavailable", "Service unavailable"
 
 
-def problem(
+def problem_body(
     status: int, title: str, detail: str, *, code: str, instance: str | None = None,
-    field: str | None = None, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
+    field: str | None = None, errors: list[dict[str, Any]] | None = None, **extra: Any,
+) -> dict[str, Any]:
+    """An RFC 9457 problem document: the body of every error answer, and of a rejected batch item."""
     body: dict[str, Any] = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail}
     if instance:
         body["instance"] = instance
@@ -91,6 +91,21 @@ def problem(
     if errors:
         body["errors"] = errors
     body.update(extra)
+    return body
+
+
+def error_body(exc: ServiceError, *, field: str | None = None, instance: str | None = None) -> dict[str, Any]:
+    """The problem document of a ServiceError; `field`, when given, replaces the error's own."""
+    return problem_body(exc.status, exc.title, exc.detail, code=exc.code, instance=instance,
+                        field=field or exc.field, **exc.extra)
+
+
+def problem(
+    status: int, title: str, detail: str, *, code: str, instance: str | None = None,
+    field: str | None = None, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = problem_body(status, title, detail, code=code, instance=instance, field=field, errors=errors, **extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
