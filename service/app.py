@@ -18,7 +18,7 @@ from service.errors import install_exception_handlers
 from service.executors import make_executor
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_store import ModelStore
-from service.ratelimit import RateLimiter, rates_from
+from service.ratelimit import RateLimiter, rates_from, storage_uri_from
 from service.schemas.common import problem_responses
 
 
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # loaded models, formulas, plots cached per model id; predict's model rows for lookup_cache_ttl_s
     app.state.model_store = ModelStore(row_ttl_s=settings.lookup_cache_ttl_s)
     app.state.key_cache = TTLCache(settings.lookup_cache_ttl_s)  # API key lookups (service.api.deps)
-    app.state.rate_limiter = RateLimiter(rates_from(settings))
+    app.state.rate_limiter = RateLimiter(rates_from(settings), storage_uri_from(settings))  # Redis: shared by replicas
     # predictions already run on many request threads; torch's intra-op pool on top of them only
     # oversubscribes the cores (1,000-row p95 went from ~10 ms to ~150-450 ms on a busy 2-core box)
     torch.set_num_threads(settings.torch_threads)

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     max_discovery_seconds: float = Field(3600.0, gt=0, description="Longest time budget of one discovery.")
     max_batch_items: int = Field(100, ge=1, description="Most datasets in one batch.")
 
-    # authentication and rate limits (per API key, or per tenant when authentication is off; per API process)
+    # authentication and rate limits (per API key, or per tenant when authentication is off)
     auth_enabled: bool = Field(
         False, description="Require `Authorization: Bearer <API key>` on every /v1 route (keys: `kan-service keys`)."
     )
@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         60.0, ge=0, description="Sustained job submissions per minute per API key; 0: unlimited."
     )
     rate_limit_jobs_burst: int = Field(20, ge=1, description="Job submissions an API key may send at once.")
+    rate_limit_storage_url: str = Field(
+        "", description="Where rate-limit windows live: a Redis URL shares them between API replicas. Empty: the "
+        "broker's Redis when executor=celery, else this process's memory (each API process its own limit).",
+    )
     lookup_cache_ttl_s: float = Field(
         2.0, ge=0, le=60,
         description="How long an API process reuses an API key's lookup and a predicted model's row: a key "

@@ -1,39 +1,58 @@
-"""Per-caller rate limits: one token bucket per (caller, route class), in this process's memory.
+"""Per-caller rate limits: a moving window per (caller, route class), kept by the `limits` library.
 
-A bucket holds up to `burst` tokens and refills at `per_s` tokens a second; a request takes one
-token or is refused with the time until the next token (the `Retry-After` of the 429). The state
-lives in the API process, so a deployment running N API processes allows up to N times the rate;
-that is the documented trade-off of the embedded default (no shared store to reach per request).
+A limit of `per_s` requests a second with bursts of `burst` is a window of `burst` requests in any
+`burst / per_s` seconds (rounded up to whole seconds, so never faster than `per_s`). A refused request
+is told the time until the oldest request leaves the window (the `Retry-After` of the 429).
+
+Where the windows live (`storage_uri`): in this process's memory by default (the embedded service:
+nothing to reach per request), or in Redis when the service is scaled out (`KAN_RATE_LIMIT_STORAGE_URL`,
+or the broker's Redis when `KAN_EXECUTOR=celery`), so that N API replicas share one limit instead of
+allowing N times the rate. If that Redis cannot be reached the request is let through (logged): the
+limiter never takes the API down with it.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import math
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
 from service.config import Settings
+
+log = logging.getLogger(__name__)
+
+MEMORY = "memory://"
+KEY_PREFIX = "kan-ratelimit"
+REDIS_TIMEOUT_S = 2.0  # a Redis that stopped answering delays a request by at most this
 
 
 class RouteClass(str, enum.Enum):
     """Routes that share a budget."""
 
     predict = "predict"  # POST /v1/models/{id}/predict
-    jobs = "jobs"        # POST /v1/jobs, POST /v1/models/{id}/symbolic
+    jobs = "jobs"        # POST /v1/jobs, POST /v1/models/{id}/symbolic, discoveries and batches
 
 
 @dataclass(frozen=True)
 class Rate:
-    per_s: float  # refill rate; 0 disables the limit
-    burst: int    # bucket size
+    per_s: float  # sustained rate; 0 disables the limit
+    burst: int    # requests that may come at once
 
     @property
     def unlimited(self) -> bool:
         return self.per_s <= 0
+
+    def item(self) -> RateLimitItem:
+        """`burst` requests per window of `burst / per_s` seconds, rounded up."""
+        return RateLimitItemPerSecond(self.burst, max(1, math.ceil(self.burst / self.per_s)))
 
 
 def rates_from(settings: Settings) -> dict[RouteClass, Rate]:
@@ -43,37 +62,52 @@ def rates_from(settings: Settings) -> dict[RouteClass, Rate]:
     }
 
 
+def storage_uri_from(settings: Settings) -> str:
+    """KAN_RATE_LIMIT_STORAGE_URL when set; else the broker's Redis for a Celery deployment (the one
+    store every API replica already reaches); else this process's memory."""
+    if settings.rate_limit_storage_url:
+        return settings.rate_limit_storage_url
+    if settings.executor == "celery" and settings.broker_url.startswith(("redis://", "rediss://")):
+        return settings.broker_url
+    return MEMORY
+
+
 class RateLimiter:
-    """Thread-safe token buckets. At most `max_buckets` are kept; the least recently used goes first
-    (forgetting a bucket only ever grants its caller a fresh burst)."""
+    """Moving windows per (caller, route class) in `storage_uri` (memory:// or redis://...)."""
 
-    def __init__(
-        self, rates: Mapping[RouteClass, Rate], *, max_buckets: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._rates = dict(rates)
-        self._max_buckets = max_buckets
-        self._clock = clock
-        self._buckets: OrderedDict[tuple[Hashable, RouteClass], tuple[float, float]] = OrderedDict()  # tokens, when
-        self._lock = threading.Lock()
+    def __init__(self, rates: Mapping[RouteClass, Rate], storage_uri: str = MEMORY) -> None:
+        self.shared = storage_uri != MEMORY  # reached over the network: callers keep it off the event loop
+        options = {"key_prefix": KEY_PREFIX, "socket_timeout": REDIS_TIMEOUT_S,
+                   "socket_connect_timeout": REDIS_TIMEOUT_S} if self.shared else {}
+        self._storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)
+        self._windows = MovingWindowRateLimiter(self._storage)
+        self._items = {rc: None if rate.unlimited else rate.item() for rc, rate in rates.items()}
 
-    def acquire(self, caller: Hashable, route_class: RouteClass) -> float:
-        """Take a token for `caller`: 0.0 when granted, else the seconds until one is available."""
-        rate = self._rates[route_class]
-        if rate.unlimited:
+    def acquire(self, caller: str, route_class: RouteClass) -> float:
+        """Spend one request of `caller`'s window: 0.0 when granted, else the seconds until one is free."""
+        return self._ask(caller, route_class, spend=True)
+
+    def check(self, caller: str, route_class: RouteClass) -> float:
+        """As `acquire` without spending: 0.0 while the window has room (see `spend`)."""
+        return self._ask(caller, route_class, spend=False)
+
+    def spend(self, caller: str, route_class: RouteClass) -> None:
+        """Count one request that `check` let through and that was accepted."""
+        self._ask(caller, route_class, spend=True)
+
+    def _ask(self, caller: str, route_class: RouteClass, *, spend: bool) -> float:
+        item = self._items[route_class]
+        if item is None:
             return 0.0
-        key = (caller, route_class)
-        with self._lock:
-            now = self._clock()
-            tokens, then = self._buckets.pop(key, (float(rate.burst), now))
-            tokens = min(float(rate.burst), tokens + (now - then) * rate.per_s)
-            granted = tokens >= 1.0
-            if granted:
-                tokens -= 1.0
-            self._buckets[key] = (tokens, now)
-            while len(self._buckets) > self._max_buckets:
-                self._buckets.popitem(last=False)
-        return 0.0 if granted else (1.0 - tokens) / rate.per_s
+        try:
+            ask = self._windows.hit if spend else self._windows.test
+            if ask(item, caller, route_class.value):
+                return 0.0
+            reset_at = self._windows.get_window_stats(item, caller, route_class.value).reset_time
+        except StorageError as error:
+            log.warning("rate limit storage unreachable, request let through: %s", error)
+            return 0.0
+        return max(reset_at - time.time(), 1e-3)
 
 
 def retry_after(wait_s: float) -> str:

@@ -3,7 +3,7 @@
 Authentication: `get_principal` turns the `Authorization: Bearer` header into a Principal (tenant,
 scope, key); `require_scope` refuses keys without a scope: service.app puts `ReadScope` on every /v1
 router, routes that create or delete add `WriteScope`; `get_tenant` is the tenant every domain call is
-scoped to; `rate_limit` spends one token of the caller's bucket.
+scoped to; `rate_limit` spends one request of the caller's window (`rate_limit_accepted`: once accepted).
 """
 
 from __future__ import annotations
@@ -130,22 +130,56 @@ async def get_tenant(principal: PrincipalDep) -> str:
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
+def _caller(principal: Principal) -> str:
+    return f"{principal.tenant_id}/{principal.key_id or '-'}"  # the API key, or the tenant with auth off
+
+
+def _refuse(route_class: RouteClass, wait_s: float) -> RateLimited:
+    return RateLimited(
+        f"too many {route_class.value} requests for this API key; retry in {wait_s:.2f} s",
+        headers={"Retry-After": retry_after(wait_s)}, retry_after_s=round(wait_s, 3),
+    )
+
+
+async def _ask(limiter: RateLimiter, method: Callable[[str, RouteClass], float | None], caller: str,
+               route_class: RouteClass) -> float | None:
+    # a shared (Redis) limiter is a network round trip: off the event loop
+    if limiter.shared:
+        return await run_in_threadpool(method, caller, route_class)
+    return method(caller, route_class)
+
+
 def rate_limit(route_class: RouteClass) -> Callable[[Request, PrincipalDep], Awaitable[Principal]]:
-    """A dependency spending one token of the caller's `route_class` bucket; 429 with Retry-After
-    when it is empty. It answers the caller, so that a route may take its principal from here.
+    """A dependency spending one request of the caller's `route_class` window; 429 with Retry-After
+    when it is full. It answers the caller, so that a route may take its principal from here.
 
     (FastAPI resolves a dependency's own dependencies again wherever it is used, cached or not: on the
     predict hot path every dependency that can be left out, is. The limiter is read from app.state.)"""
 
     async def dependency(request: Request, principal: PrincipalDep) -> Principal:
         limiter: RateLimiter = request.app.state.rate_limiter
-        wait_s = limiter.acquire(principal, route_class)
+        wait_s = await _ask(limiter, limiter.acquire, _caller(principal), route_class)
         if wait_s > 0:
-            raise RateLimited(
-                f"too many {route_class.value} requests for this API key; retry in {wait_s:.2f} s",
-                headers={"Retry-After": retry_after(wait_s)}, retry_after_s=round(wait_s, 3),
-            )
+            raise _refuse(route_class, wait_s)
         return principal
+
+    return dependency
+
+
+def rate_limit_accepted(route_class: RouteClass) -> Callable[[Request, PrincipalDep], AsyncIterator[Principal]]:
+    """As `rate_limit`, but only a request the route accepts is counted: one refused with a 4xx (a bad
+    body, an unknown dataset) costs nothing. Used with `scope="function"`, so the request is counted
+    before its answer leaves (a client's next request already sees it). Concurrent requests of one
+    caller may pass the check together and go past the limit by their number."""
+
+    async def dependency(request: Request, principal: PrincipalDep) -> AsyncIterator[Principal]:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        caller = _caller(principal)
+        wait_s = await _ask(limiter, limiter.check, caller, route_class)
+        if wait_s > 0:
+            raise _refuse(route_class, wait_s)
+        yield principal  # the route raised (4xx, 5xx): not counted
+        await _ask(limiter, limiter.spend, caller, route_class)
 
     return dependency
 
@@ -167,4 +201,4 @@ WriteScope = Depends(require_scope(Scope.write))
 AdminScope = Depends(require_scope(Scope.admin))
 SingleValuedQuery = Depends(single_valued_query)
 PredictRateLimit = Depends(rate_limit(RouteClass.predict))
-JobsRateLimit = Depends(rate_limit(RouteClass.jobs))
+JobsRateLimit = Depends(rate_limit_accepted(RouteClass.jobs), scope="function")
