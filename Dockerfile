@@ -3,10 +3,10 @@
 #
 #   docker build -t kan-service .                                   # CPU image
 #   docker build -t kan-service:cuda \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (see README)
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (docs/deployment.md)
 #   docker compose -f docker/compose.yaml up -d --build              # API + Celery workers + Redis + PostgreSQL
 #
-# torch is pinned in pyproject.toml (2.13.0); TORCH_INDEX_URL picks which build of that version.
+# torch's version comes from constraints.txt (pyproject.toml accepts a range); TORCH_INDEX_URL picks its build.
 
 ARG PYTHON_VERSION=3.11
 
@@ -17,11 +17,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # dependencies first (cached layer): torch from the chosen index, the rest from PyPI
-COPY pyproject.toml README.md ./
-RUN pip install "torch==2.13.0" --index-url "${TORCH_INDEX_URL}"
+COPY pyproject.toml README.md constraints.txt ./
+RUN pip install -c constraints.txt torch --index-url "${TORCH_INDEX_URL}"
 COPY kan_core ./kan_core
 COPY service ./service
-RUN pip install ".[scale]" && pip uninstall -y pip setuptools
+RUN pip install -c constraints.txt ".[scale]" && pip uninstall -y pip setuptools
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

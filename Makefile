@@ -1,6 +1,7 @@
 # Everyday commands. `make serve` and `make test` create .venv when it is missing and install the project
-# into it (pip install -e ".[dev]"; torch comes from the local wheel pinned in pyproject.toml). The install
-# runs again only when pyproject.toml changes: $(STAMP) records the last one.
+# into it (pip install -c constraints.txt -e ".[dev]": pyproject.toml accepts a range of torch, constraints.txt
+# pins the tested one). The install runs again only when pyproject.toml or constraints.txt changes: $(STAMP)
+# records the last one.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,8 +21,8 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev]"
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
 	touch $@
 
 install: $(STAMP)
