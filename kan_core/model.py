@@ -108,6 +108,11 @@ class KAN(nn.Module):
     def device(self) -> torch.device:
         return self.layers[0].coef.device
 
+    def is_symbolic(self) -> bool:
+        """Whether every active edge is a symbolic function: the network is then one closed-form
+        formula (`kan_core.formula.symbolic_formula`)."""
+        return not any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in self.layers)
+
     # ------------------------------------------------------------------------------------------
     # forward
 

@@ -72,7 +72,7 @@ def polish_symbolic(
     n_params = sum(len(m) for m in masks.values())
     with torch.no_grad():
         before = _rmse(model(x).reshape(-1) - target)
-    if any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in model.layers):
+    if not model.is_symbolic():
         return PolishReport(before, before, 0, n_params, "spline edges remain")
     if n_params == 0 or steps == 0:
         return PolishReport(before, before, 0, n_params, "nothing to fit" if n_params == 0 else "steps = 0")

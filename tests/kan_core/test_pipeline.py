@@ -12,6 +12,7 @@ from kan_core.data import make_dataset
 from kan_core.errors import TrainingCancelled
 from kan_core.model import KAN
 from kan_core.pipeline import (
+    BalanceStage,
     EdgeFix,
     ModelConfig,
     PipelineConfig,
@@ -20,8 +21,11 @@ from kan_core.pipeline import (
     RefineStage,
     SymbolicStage,
     TrainStage,
+    continue_pipeline,
     run_pipeline,
 )
+from kan_core.product import ProductLayer
+from kan_core.transform import TransformConfig
 
 
 def test_default_config_is_the_seed_recipe():
@@ -166,6 +170,33 @@ def test_initial_model_is_copied_not_changed():
     assert result.model is not start and result.model.width == [2, 3, 1] and result.model.dtype == torch.float64
     assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())
     assert not torch.equal(result.model.layers[0].coef, start.layers[0].coef)  # trained
+
+
+def test_continue_pipeline_goes_on_from_a_copy_of_the_head():
+    data = _data()
+    head = run_pipeline(data, PipelineConfig(model=SMALL.model, stages=SMALL.stages[:2]), var_names=["a", "b"])
+    before = {k: v.clone() for k, v in head.model.state_dict().items()}
+    events: list[ProgressEvent] = []
+    run = continue_pipeline(data, head, SMALL.stages[2:], on_progress=events.append)
+    assert [s.name for s in run.stages] == ["train", "prune", "sym", "fit"] and len(head.stages) == 2
+    assert len(run.history) == 5 and len(head.history) == 3
+    assert {e.stage_index for e in events} == {2, 3} and all(e.n_stages == 4 for e in events)
+    assert run.formulas is not None and run.var_names == ["a", "b"] and run.model is not head.model
+    assert all(torch.equal(before[k], v) for k, v in head.model.state_dict().items())
+
+
+def test_product_family_is_built_by_the_pipeline_in_transformed_space():
+    data = make_dataset(lambda x: x[:, 0] * x[:, 1], 2, n_train=200, n_test=200, seed=1)
+    config = PipelineConfig(
+        model=ModelConfig(family="product", als_restarts=2),
+        stages=(SymbolicStage(lib=("x",)), BalanceStage(), TrainStage(steps=2, update_grid=False)),
+        transform=TransformConfig(standardize_inputs=True, standardize_target=True),
+    )
+    result = run_pipeline(data, config)
+    assert isinstance(result.model.layers[0], ProductLayer) and result.transform is not None
+    assert result.formulas is not None and result.formula_metrics[0]["r2"] > 1 - 1e-9
+    assert [s.kind for s in result.stages] == ["symbolic", "balance", "train"]
+    assert PipelineConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
 def test_should_stop_cancels_between_steps():

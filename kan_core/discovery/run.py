@@ -1,0 +1,154 @@
+"""Running one candidate: run its pipeline, then evaluate the formula it wrote.
+
+The network is trained once (the stages before the first symbolic stage); the symbolic stage and
+the ones after it run on copies of it (`continue_pipeline`), once as configured and once more per
+``retry_weight_simple`` value while the formula is not exact. Each formula is simplified, its
+constants refitted on the data, and measured in the original units.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+import numpy as np
+import sympy
+import torch
+
+from kan_core.constants import sharpen_constants
+from kan_core.data import Dataset
+from kan_core.discovery.records import (
+    CandidateResult,
+    CandidateSpec,
+    DiscoveryEvent,
+    Status,
+    _require,
+    check_var_names,
+)
+from kan_core.discovery.select import choose, is_exact, pareto_front
+from kan_core.discovery.simplify import polish_formula
+from kan_core.errors import KANError, TrainingCancelled
+from kan_core.formula import evaluate_formula, formula_complexity, formula_latex
+from kan_core.metrics import fit_metrics, rmse
+from kan_core.pipeline import PipelineResult, ProgressEvent, SymbolicStage, continue_pipeline, run_pipeline
+
+
+def run_candidate(
+    dataset: Dataset,
+    spec: CandidateSpec,
+    on_progress: Callable[[DiscoveryEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    *,
+    var_names: Sequence[str] | None = None,
+    max_seconds: float | None = None,
+) -> CandidateResult:
+    """Run ``spec`` on ``dataset`` and return its formula with the formula's test metrics.
+
+    The stages before the first symbolic stage train the network once; the symbolic stage and
+    the ones after it run on a copy, first as configured and then, while the formula does not fit
+    the test split exactly (R² < `EXACT_R2`), once more per ``spec.retry_weight_simple`` value
+    (an accuracy-leaning auto_symbolic finds ``arctanh`` where the default prefers ``x``); the
+    variant `choose` prefers is returned.
+
+    Never raises for a failing run: a crash gives ``status="failed"`` (``error`` says why), a run
+    without a fully symbolic network ``"no_formula"``, ``should_stop()`` returning True
+    ``"cancelled"``, and running past ``max_seconds`` ``"timeout"`` (both checked before every
+    training step, so the overshoot is one step plus the non-interruptible symbolic fit and
+    formula cleaning). Bad arguments (not a Dataset / CandidateSpec, wrong names) raise ValueError.
+    """
+    if not isinstance(dataset, Dataset):
+        raise ValueError(f"dataset must be a kan_core Dataset, got {type(dataset).__name__}")
+    if not isinstance(spec, CandidateSpec):
+        raise ValueError(f"spec must be a CandidateSpec, got {type(spec).__name__}")
+    if dataset.n_out != 1:
+        raise ValueError(f"discovery needs a single target, the dataset has {dataset.n_out}")
+    names = check_var_names(var_names, dataset.n_var)
+    _require(max_seconds is None or max_seconds > 0, f"max_seconds must be None or > 0, got {max_seconds!r}")
+    start = time.monotonic()
+    deadline = None if max_seconds is None else start + max_seconds
+    timed_out = [False]
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            timed_out[0] = True
+            return True
+        return False
+
+    def progress(event: ProgressEvent) -> None:
+        if on_progress is not None:
+            on_progress(DiscoveryEvent("step", 0, 1, spec.id, time.monotonic() - start, None, asdict(event)))
+
+    def result(status: Status, **kw: Any) -> CandidateResult:
+        return CandidateResult(spec.id, spec.family, status, time.monotonic() - start, names, label=spec.label, **kw)
+
+    pipe = spec.pipeline
+    split = next((i for i, s in enumerate(pipe.stages) if isinstance(s, SymbolicStage)), len(pipe.stages))
+    head_config, tail = replace(pipe, stages=pipe.stages[:split]), pipe.stages[split:]
+    variants: list[CandidateResult] = []
+    try:
+        head = run_pipeline(dataset, head_config, on_progress=progress, should_stop=stop, var_names=names)
+        for weight in (None, *spec.retry_weight_simple):
+            if variants and (variants[0].status != "ok" or any(is_exact(v) for v in variants)):
+                break
+            run = continue_pipeline(dataset, head, _retuned(tail, weight), on_progress=progress,
+                                    should_stop=stop) if tail else head
+            variants.append(_evaluate(run, dataset, names, result))
+            if not tail:
+                break
+    except TrainingCancelled:
+        if not variants:
+            return result("timeout" if timed_out[0] else "cancelled")
+    except (KANError, ValueError, RuntimeError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        if not variants:
+            return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
+    best = choose(pareto_front(variants))
+    return replace(best if best is not None else variants[0], seconds=time.monotonic() - start)
+
+
+def _retuned(tail: tuple, weight: float | None) -> tuple:
+    """``tail`` with its first (symbolic) stage's ``weight_simple`` set to ``weight`` (None: as is)."""
+    if weight is None:
+        return tail
+    first = replace(tail[0], weight_simple=weight, name=f"{tail[0].name}_w{weight:g}")
+    return (first, *tail[1:])
+
+
+def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], result) -> CandidateResult:
+    net_rmse = _network_rmse(run, dataset)
+    if not run.formulas:
+        return result("no_formula", network_test_rmse=net_rmse)
+    try:
+        x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
+        y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
+        expr = sharpen_constants(polish_formula(run.formulas[0], names, dataset), names, x, y)
+        metrics = formula_metrics(expr, names, dataset)
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        return result("failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], network_test_rmse=net_rmse)
+    if metrics["test_rmse"] is None:
+        return result("failed", error="the formula is not finite on the test split", formula=str(expr),
+                      network_test_rmse=net_rmse)
+    return result("ok", formula=str(expr), latex=formula_latex(expr), complexity=formula_complexity(expr),
+                  network_test_rmse=net_rmse, **metrics)
+
+
+def _network_rmse(run: PipelineResult, dataset: Dataset) -> float | None:
+    with torch.no_grad():
+        x = dataset.test_input.to(dtype=run.model.dtype, device=run.model.device)
+        pred = run.transform.predict(run.model, x) if run.transform is not None else run.model(x)
+    e = rmse(pred, dataset.test_label)
+    return e if np.isfinite(e) else None
+
+
+def formula_metrics(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset) -> dict[str, float | None]:
+    """RMSE and R² (`kan_core.metrics`) of ``expr`` on both splits of ``dataset`` (single target);
+    None where the formula is not finite on some row."""
+    out: dict[str, float | None] = {}
+    for split, x, y in (("test", dataset.test_input, dataset.test_label),
+                        ("train", dataset.train_input, dataset.train_label)):
+        m = fit_metrics(evaluate_formula(expr, list(var_names), x), y[:, 0])
+        out[f"{split}_rmse"], out[f"{split}_r2"] = m["rmse"], m["r2"]
+    return out
