@@ -4,7 +4,7 @@
 right formula with a constant such as 1/sqrt(2*pi) = 0.398942... then fits only to ~1e-4, and
 discovery cannot tell it from an approximation (its early stop wants R² >= 1 - 1e-10). Here:
 
-- `refit_constants`: Levenberg-Marquardt on the formula itself, every `sympy.Float` of the
+- `refit_constants`: Levenberg-Marquardt (`kan_core.lstsq`) on the formula itself, every `sympy.Float` of the
   expression a parameter (integers, fractions and multiples of pi that were snapped stay exact),
   with the Jacobian from sympy's derivatives; no constant may grow past MAX_GROWTH times its start
   (flat directions would otherwise trade exactness for absurd values); the fit is kept only when it
@@ -29,6 +29,7 @@ import numpy as np
 import sympy
 
 from kan_core.formula import clean_constants, evaluate_formula, real_values
+from kan_core.lstsq import levenberg_marquardt
 
 ROUNDING_DIGITS: tuple[int, ...] = (4, 5, 6, 8, 10, 12)
 MAX_CONSTANTS = 40  # more floats than this: no refit (the formula is then no candidate for exactness anyway)
@@ -112,40 +113,18 @@ def refit_constants(
             out = np.stack([real_values(c, n) for c in jac(*columns, *theta)], axis=1)  # (N, P)
         return out if np.isfinite(out).all() else None
 
-    theta = np.array([float(v) for v in floats])
+    start = np.array([float(v) for v in floats])
     # a flat direction can carry constants off to huge values that cancel each other ((u - 2e16)**2
     # terms): steps past this bound are refused, like steps that raise the loss
-    bound = MAX_GROWTH * np.maximum(np.abs(theta), 1.0)
-    res = residual(theta)
-    if res is None:
+    bound = MAX_GROWTH * np.maximum(np.abs(start), 1.0)
+
+    def bounded_residual(theta: np.ndarray) -> np.ndarray | None:
+        return residual(theta) if np.all(np.abs(theta) <= bound) else None
+
+    if residual(start) is None:
         return ConstantFit(expr, before, before, 0, len(floats), "not finite on the data")
-    loss, lam, accepted = float(res @ res), 1e-3, 0
-    floor = 1e-30 * (1.0 + float(y @ y))
-    for _ in range(steps):
-        if loss <= floor:
-            break
-        J = jacobian(theta)
-        if J is None:
-            break
-        grad, hess = J.T @ res, J.T @ J
-        diag = np.diag(hess).copy() + 1e-12 * float(np.max(np.diag(hess))) + 1e-300
-        improved, gain = False, 0.0
-        while lam <= 1e12:
-            try:
-                step = np.linalg.solve(hess + lam * np.diag(diag), -grad)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
-            new_res = residual(theta + step) if np.all(np.abs(theta + step) <= bound) else None
-            new_loss = math.inf if new_res is None else float(new_res @ new_res)
-            if new_loss < loss:
-                gain = (loss - new_loss) / loss
-                theta, res, loss = theta + step, new_res, new_loss
-                lam, improved, accepted = max(lam * 0.3, 1e-12), True, accepted + 1
-                break
-            lam *= 10
-        if not improved or gain < 1e-12:
-            break
+    fit = levenberg_marquardt(bounded_residual, jacobian, start, steps=steps, floor=1e-30 * (1.0 + float(y @ y)))
+    theta, loss, accepted = fit.theta, fit.loss, fit.iterations
     after = math.sqrt(loss / n)
     if not after < before:
         return ConstantFit(expr, before, before, accepted, len(floats), "no improvement")

@@ -3,9 +3,9 @@
 After ``auto_symbolic`` a network is a formula with a few dozen constants: ``c * f(a*x + b) + d`` on
 every edge. Refitting them with LBFGS (pykan's way) stalls in the flat valleys such formulas have
 (``c*log(a*x + b) + d`` is unchanged along ``(a, b) -> (s*a, s*b)``, ``d -> d - c*log(s)``), leaving
-constants wrong in the third digit. Levenberg-Marquardt on the residuals of the training data uses
-the Jacobian (forward-mode, one vectorised pass per parameter) and, when the formula is right,
-reaches the exact constants in a handful of iterations.
+constants wrong in the third digit. Levenberg-Marquardt (`kan_core.lstsq`) on the residuals of the
+training data uses the Jacobian (forward-mode, one vectorised pass per parameter) and, when the
+formula is right, reaches the exact constants in a handful of iterations.
 
 Only active symbolic edges are fitted; spline edges, if any remain, make the polish a no-op
 (forward-mode differentiation does not go through the spline basis).
@@ -17,10 +17,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.func import functional_call, jacfwd
 
 from kan_core.errors import TrainingCancelled
+from kan_core.lstsq import levenberg_marquardt
 
 
 @dataclass(frozen=True)
@@ -90,43 +92,25 @@ def polish_symbolic(
     def residual(theta: torch.Tensor) -> torch.Tensor:
         return functional_call(model, unflatten(theta), (x,)).reshape(-1) - target
 
-    theta = torch.cat([base[n].reshape(-1)[masks[n]] for n in names])
-    with torch.no_grad():
-        res = residual(theta)
-    loss = float(res @ res)
-    lam, accepted = 1e-3, 0
+    start = torch.cat([base[n].reshape(-1)[masks[n]] for n in names])
+
+    def as_torch(theta: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(theta, dtype=start.dtype, device=start.device)
+
+    def residual_np(theta: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return residual(as_torch(theta)).detach().cpu().double().numpy()
+
+    def jacobian_np(theta: np.ndarray) -> np.ndarray:
+        return jacfwd(residual)(as_torch(theta)).detach().cpu().double().numpy()  # (B*O, P)
+
     floor = 1e-30 * (1.0 + float(target @ target))
-    for _ in range(steps):
-        if should_stop is not None and should_stop():
-            _write(model, names, unflatten(theta))
-            raise TrainingCancelled("polish cancelled")
-        if not math.isfinite(loss) or loss <= floor:
-            break
-        jac = jacfwd(residual)(theta).detach()  # (B*O, P)
-        grad, hess = jac.T @ res, jac.T @ jac
-        diag = hess.diagonal().clone()
-        diag += 1e-12 * float(diag.max()) + 1e-300
-        improved = False
-        while lam <= 1e12:
-            try:
-                step = torch.linalg.solve(hess + lam * torch.diag(diag), -grad)
-            except RuntimeError:  # singular even with damping: damp more
-                lam *= 10
-                continue
-            with torch.no_grad():
-                new_res = residual(theta + step)
-            new_loss = float(new_res @ new_res)
-            if math.isfinite(new_loss) and new_loss < loss:
-                gain = (loss - new_loss) / loss
-                theta, res, loss = theta + step, new_res, new_loss
-                lam = max(lam * 0.3, 1e-12)
-                improved, accepted = True, accepted + 1
-                break
-            lam *= 10
-        if not improved or gain < 1e-12:
-            break
-    _write(model, names, unflatten(theta))
-    return PolishReport(before, math.sqrt(loss / len(target)), accepted, n_params)
+    fit = levenberg_marquardt(residual_np, jacobian_np, start.detach().cpu().double().numpy(), steps=steps,
+                              floor=floor, should_stop=should_stop)
+    _write(model, names, unflatten(as_torch(fit.theta)))
+    if fit.stopped:
+        raise TrainingCancelled("polish cancelled")
+    return PolishReport(before, math.sqrt(fit.loss / len(target)), fit.iterations, n_params)
 
 
 def _rmse(r: torch.Tensor) -> float:
