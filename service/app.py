@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from service import migrate
 from service.api.deps import ReadScope, SingleValuedQuery
 from service.api.middleware import BodySizeLimitMiddleware
-from service.api.routes import datasets, discoveries, health, jobs, models
+from service.api.routes import datasets, discoveries, exports, health, jobs, models
 from service.cache import TTLCache
 from service.config import Settings
 from service.db import make_engine, make_session_factory
@@ -24,7 +24,7 @@ from service.schemas.common import problem_responses
 
 # Routes are matched in order, one by one: /v1/models (predict, the hot path) first saves the
 # matching of every datasets and jobs route on each prediction. No two routers share a path.
-V1_ROUTERS = (models, datasets, jobs, discoveries)
+V1_ROUTERS = (models, datasets, jobs, discoveries, exports)
 # the documentation lists the groups in this order all the same
 OPENAPI_TAGS = [{"name": name} for name in ("health", "datasets", "jobs", "models", "discoveries")]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas.common import UtcDatetime
+from service.schemas.common import StrictInput, UtcDatetime
 
 if TYPE_CHECKING:
     from service.models import Model
@@ -63,12 +63,26 @@ class ModelDetail(ModelSummary):
         return cls(**cls._row_fields(row), metrics=row.metrics, config=row.kan_config, formulas=formulas)
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": [[0.1, -0.4], [0.5, 0.2]]}]})
+class PredictRequest(StrictInput):
+    """Rows in one of three shapes: positional `inputs`; `columns` naming the values of each of `rows`;
+    or `records`, one object per row (exactly one shape). Named columns are matched to the input
+    names in any order, all must be there and no other (service.named_inputs checks both)."""
 
-    inputs: list[Annotated[list[FiniteFloat], Field(min_length=1)]] = Field(
-        min_length=1, description="Rows of input values, one column per model input."
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"inputs": [[0.1, -0.4], [0.5, 0.2]]},
+        {"columns": ["x2", "x1"], "rows": [[-0.4, 0.1], [0.2, 0.5]]},
+        {"records": [{"x1": 0.1, "x2": -0.4}, {"x1": 0.5, "x2": 0.2}]},
+    ]})
+
+    inputs: list[Annotated[list[FiniteFloat], Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="Rows of input values, one column per model input, in input order."
     )
+    columns: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, min_length=1, description="The input names of the values in each of `rows`.")
+    rows: list[Annotated[list[FiniteFloat], Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="Rows of values in the order of `columns`.")
+    records: list[dict[Annotated[str, Field(max_length=64)], FiniteFloat]] | None = Field(
+        None, min_length=1, description="One object per row: input name -> value.")
 
 
 class PredictResponse(BaseModel):

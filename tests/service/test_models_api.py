@@ -251,7 +251,9 @@ def test_predict_accepts_integers(client: TestClient, seed: Seeder) -> None:
         ({"inputs": [[0.1, 0.2], []]}, "inputs[1]"),                # empty row
         ({"inputs": []}, "inputs"),                                 # no rows
         ({"inputs": [[0.0, 0.0]] * (MAX_PREDICT_ROWS + 1)}, "inputs"),  # too many rows
-        ({"rows": [[0.0, 0.0]]}, "inputs"),                         # missing field
+        ({}, "inputs"),                                             # missing field
+        ({"rows": [[0.0, 0.0]]}, "columns"),                        # named rows without their names
+        ({"inputs": [[0.0, 0.0]], "records": [{"x1": 0.0}]}, "records"),  # two shapes at once
     ],
 )
 def test_predict_rejects_bad_inputs(client: TestClient, seed: Seeder, body: dict, field: str) -> None:

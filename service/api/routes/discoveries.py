@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from service import discovery, dispatch
+from service import batches, discovery, dispatch, named_inputs
 from service.api.deps import (
     ExecutorDep,
     JobsRateLimit,
@@ -79,7 +79,12 @@ def predict(discovery_id: DiscoveryId, body: PredictRequest, session: SessionDep
             point: Annotated[int | None, Query(ge=0, description="Index into `front`; omitted: the chosen formula.")]
             = None) -> DiscoveryPredictResponse:
     """One output per input row, from the closed-form formula (no network). 409 while there is none."""
-    chosen, outputs = discovery.predict(session, settings, store, tenant, discovery_id, body.inputs, point)
+    named_inputs.check_shape(body)
+    inputs = body.inputs
+    if inputs is None:  # named columns: in the formula's variable order (no formula: predict says why)
+        names = named_inputs.discovery_input_names(session, tenant, discovery_id, point)
+        inputs = named_inputs.positional(body, names) if names is not None else []
+    chosen, outputs = discovery.predict(session, settings, store, tenant, discovery_id, inputs, point)
     return DiscoveryPredictResponse(formula=chosen["formula"], variables=chosen["variables"], outputs=outputs)
 
 
@@ -102,17 +107,17 @@ def cancel_discovery(discovery_id: DiscoveryId, session: SessionDep, settings: S
 )
 def create_batch(body: BatchCreate, response: Response, session: SessionDep, settings: SettingsDep,
                  tenant: TenantDep, executor: ExecutorDep, idempotency_key: IdempotencyKeyHeader = None) -> BatchPublic:
-    batch, children = discovery.create_batch(session, settings, tenant, body, idempotency_key=idempotency_key)
+    batch, children = batches.create_batch(session, settings, tenant, body, idempotency_key=idempotency_key)
     for child in children:
         dispatch.submit(session, executor, child)
     response.headers["Location"] = f"/v1/batches/{batch.id}"
-    return discovery.get_batch(session, tenant, batch.id)
+    return batches.get_batch(session, tenant, batch.id)
 
 
 @batches_router.get("/{batch_id}", response_model=BatchPublic, summary="Each item's status and chosen formula",
                     responses=problem_responses(404, 422))
 def get_batch(batch_id: BatchId, session: SessionDep, tenant: TenantDep) -> BatchPublic:
-    return discovery.get_batch(session, tenant, batch_id)
+    return batches.get_batch(session, tenant, batch_id)
 
 
 router.include_router(discoveries_router)

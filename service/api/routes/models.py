@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from service import model_store
+from service import formula_export, model_store, named_inputs
 from service.api.deps import ModelStoreDep, PredictRateLimit, SessionDep, TenantDep, WriteScope
 from service.auth import Principal
+from service.formula_export import FormulaFormat
 from service.model_store import ModelStore
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.models import (
@@ -69,13 +70,23 @@ async def predict(
     tenant = principal.tenant_id  # what TenantDep gives, one dependency fewer
     store: ModelStore = state.model_store
     max_rows = state.settings.max_predict_rows
-    outputs = store.predict_cached(tenant, model_id, body.inputs, mode, max_rows=max_rows)
+    named_inputs.check_shape(body)
+    inputs = body.inputs
+    if inputs is None:  # named columns: put them in the model's input order
+        inputs = await run_in_threadpool(_named_inputs, state, tenant, model_id, body)
+    outputs = store.predict_cached(tenant, model_id, inputs, mode, max_rows=max_rows)
     if outputs is None:
-        outputs = await run_in_threadpool(_predict, state, tenant, model_id, body.inputs, mode, max_rows)
+        outputs = await run_in_threadpool(_predict, state, tenant, model_id, inputs, mode, max_rows)
     # The outputs are already JSON-safe floats (None for non-finite values), so skip re-validating
     # them (FastAPI would dump and validate every row again) and serialise in Rust.
     return Response(PredictResponse.model_construct(mode=mode, outputs=outputs).model_dump_json(),
                     media_type="application/json")
+
+
+def _named_inputs(state: Any, tenant: str, model_id: str, body: PredictRequest) -> list[list[float]]:
+    with state.session_factory() as session:
+        row = state.model_store.model_row(session, tenant, model_id)
+        return named_inputs.positional(body, named_inputs.model_input_names(session, row))
 
 
 def _predict(state: Any, tenant: str, model_id: str, inputs: list[list[float]], mode: PredictMode,
@@ -86,11 +97,24 @@ def _predict(state: Any, tenant: str, model_id: str, inputs: list[list[float]], 
         return store.predict(session, row, inputs, mode, max_rows=max_rows)
 
 
-@router.get("/models/{model_id}/formula", response_model=FormulaResponse, summary="The model's formulas",
-            responses=problem_responses(404, 409))
-def get_formula(model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep) -> FormulaResponse:
+@router.get(
+    "/models/{model_id}/formula", response_model=FormulaResponse, summary="The model's formulas",
+    responses={200: {"content": {"text/x-python": {}, "text/x-latex": {}},
+                     "description": "JSON without `format`; with it, the formulas as a Python module (sympy, "
+                                    "python, numpy, torch: one function per output) or LaTeX lines."},
+               **problem_responses(404, 409, 422)},
+)
+def get_formula(
+    model_id: str, session: SessionDep, tenant: TenantDep, store: ModelStoreDep,
+    format: Annotated[FormulaFormat | None, Query(description="Print the formulas as code (sympy, python: math "
+                                                               "module, numpy, torch) or LaTeX instead of JSON.")]
+    = None,
+) -> FormulaResponse | Response:
     row = model_store.get_model(session, tenant, model_id)
     compiled = store.require_formulas(session, row)
+    if format is not None:
+        return Response(formula_export.export(compiled.entries, format),
+                        media_type=formula_export.MEDIA_TYPES.get(format, formula_export.PYTHON_MEDIA_TYPE))
     return FormulaResponse(model_id=row.id, source=compiled.source, formulas=compiled.entries)
 
 
