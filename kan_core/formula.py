@@ -252,15 +252,9 @@ def _function_depth(expr: sympy.Basic) -> int:
 def simplify_is_safe(expr: sympy.Expr) -> bool:
     """Whether `sympy.simplify` is cheap enough to try: at most MAX_SIMPLIFY_OPS operations and
     MAX_SIMPLIFY_FUNCTIONS applied functions nested at most MAX_SIMPLIFY_NESTING deep, none of them
-    trigonometric or hyperbolic: trigsimp's product-to-sum rule ran for minutes on the 21-operation
-    ``0.2542*(sin(0.4976*theta - 0.239) - 1.082 - 0.38/(sigma - 3.721))**2 + 0.05531*cos(0.944*(sigma -
-    2.32)**2 + 6.888 - 670.8/(theta + 8.076)**2) + 0.06169``, and on the 28-operation
-    ``0.04432*exp(-4.561*sqrt(-0.005918*d2 + 0.02373*n - 0.005453 + (d1 + 1.8)**(-2)) +
-    4.505*sin(-0.02707*d1 + 0.3919*sqrt(d2 - 0.652) + 0.5525 + 2.358/(n + 1.671)**2)) + 0.03737``, with
-    a single sine. The operation
-    count alone is no bound: simplify ran for over ten minutes (trigsimp -> factor -> expand) on
-    the 26-operation ``17.09 - 10.61/sqrt(sqrt(exp(0.2385*m_0) + 6.841) + 0.2459*tanh(9.449*atanh(
-    0.05893*c - 0.4562) + 3.152) - 0.1892*tanh(5.709*atanh(0.09233*c - 0.7223) + 2.985) - 2.469)``."""
+    trigonometric or hyperbolic. Why: trigsimp can run for minutes on a 20-operation formula with
+    a single sine, and factor/expand blow up on deeply nested ones whatever their operation count
+    (the formulas that did it are in the commit history of this function)."""
     if sympy.count_ops(expr) > MAX_SIMPLIFY_OPS:
         return False
     functions = [e for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function)]

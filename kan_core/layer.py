@@ -474,19 +474,12 @@ class _SplineEdges(torch.autograd.Function):
     Precision (``precise``, a per-call choice): True accumulates ``Cov`` (centring included) in
     float64 whatever the input dtype, returns it in float64, and computes the covariance term of
     ``dF`` in float64 before it is cast back (see `_std_from_cov` for the variance); False does
-    all of it in the input dtype. In float64 the two are the same computation. The regulariser
-    needs ``var = w^T Cov w`` of edges that are nearly dead: there ``w`` is large against the
-    output's variation (the B-splines sum to 1, so a nearly constant spline is a large ``w`` nearly
-    in Cov's null space) and the quadratic form cancels ~8 digits. In float32 that leaves noise:
-    the variance of such an edge flipped between < 0 (floored) and ~3e-8 where the true value is
-    ~2e-9, the objective became non-smooth in the parameters, and LBFGS's line search failed from
-    then on (the float32 seed example stalled and solved 2/5 seeds instead of 5/5). float64 leaves
-    ~8 digits after the cancellation. The centring matters too: with F centred in float32 and only
-    Cov in float64, the seed example solved 3/5 seeds; centred in float64, 4/5. The price in
-    float32 is two float64 copies of F and two ``(I, K+1, K+1) x (K+1, B)``-sized products in
-    float64 (the ``(O, B)`` outputs and ``dWt``, the big products, stay in the input dtype): about
-    twice the time of a float32 Adam step on CPU, which gains nothing from a smooth objective at
-    this scale, hence the choice (`fit`'s ``precise_reg``). No ``(B, I, O)`` tensor either way.
+    all of it in the input dtype. In float64 the two are the same computation. Why: for a nearly
+    dead edge ``var = w^T Cov w`` cancels ~8 digits, which float32 does not have, so the
+    regulariser is noise there and LBFGS's line search fails on the non-smooth objective; float64
+    accumulation (centring included) keeps it smooth at about twice the cost of a float32 step
+    (`fit`'s ``precise_reg`` chooses; measurements in bench/RESULTS.md). No ``(B, I, O)`` tensor
+    either way.
 
     As one node, the backward builds ``dF`` in one buffer it owns (the covariance term added in
     place, the product with dF/dx taken in place) instead of autograd's separate, summed gradient

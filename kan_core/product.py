@@ -34,7 +34,10 @@ import sympy
 import torch
 from torch import nn
 
+from kan_core.errors import TrainingCancelled
+from kan_core.functions import get as get_function
 from kan_core.layer import KANLayer
+from kan_core.model import KAN
 
 
 def _check_groups(groups: Sequence[Sequence[int]], n_sub: int) -> tuple[tuple[int, ...], ...]:
@@ -157,8 +160,6 @@ def separable_product_kan(
     ``[nodes, 1]`` layer. ``rank`` 2 writes ``n*T*(log(V2) - log(V1))``. Use `als_init` to fit it
     before gradient training. ``n_in >= 2`` (a product of one factor is the additive model).
     """
-    from kan_core.model import KAN  # model imports nothing from here; avoid the cycle at import time
-
     if not isinstance(n_in, int) or n_in < 2:
         raise ValueError(f"n_in must be an integer >= 2, got {n_in!r}")
     if not isinstance(rank, int) or rank < 1:
@@ -223,9 +224,6 @@ def als_init(
     symbolic identities (the intercept in the first one's ``d``). Returns the training RMSE of
     that fit. ``should_stop()`` is asked between sweeps (True raises `TrainingCancelled`).
     """
-    from kan_core.errors import TrainingCancelled
-    from kan_core.functions import get as get_function
-
     shape = _product_shape(model)
     if shape is None:
         raise ValueError("als_init needs a model built by separable_product_kan")

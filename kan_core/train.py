@@ -151,11 +151,9 @@ def fit(
     ``precise_reg``: compute the edge stds' feature covariance (``A``) in float64 whatever the
     model's dtype (True) or in the model's dtype (False); None (default) means True for LBFGS and
     False for Adam. For a nearly dead edge ``std^2 = w^T Cov w`` cancels ~8 digits, so in float32
-    it is noise and the objective is not smooth at small scales; LBFGS's strong-Wolfe line search
-    compares objective values over tiny steps and fails on that (the float32 seed example solved
-    2/5 seeds instead of 4/5). Adam only follows noisy minibatch-sized gradient steps and does not
-    need those digits, while float64 accumulation about doubles the cost of a float32 step. A
-    no-op for float64 models (the same computation either way).
+    it is noise; LBFGS's line search compares objective values over tiny steps and needs them,
+    Adam does not, and float64 accumulation about doubles the cost of a float32 step (see
+    `kan_core.layer._SplineEdges`; measurements in bench/RESULTS.md). A no-op for float64 models.
 
     Steps: ``opt="LBFGS"``: one ``torch.optim.LBFGS.step`` (strong-Wolfe line search, history 10,
     up to ``lbfgs_max_iter`` iterations); ``"Adam"``: one Adam update. ``batch=-1``: full batch;
