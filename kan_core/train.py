@@ -153,7 +153,7 @@ def fit(
     False for Adam. For a nearly dead edge ``std^2 = w^T Cov w`` cancels ~8 digits, so in float32
     it is noise; LBFGS's line search compares objective values over tiny steps and needs them,
     Adam does not, and float64 accumulation about doubles the cost of a float32 step (see
-    `kan_core.layer._SplineEdges`; measurements in bench/RESULTS.md). A no-op for float64 models.
+    `kan_core.spline_edges.SplineEdges`; measurements in bench/RESULTS.md). A no-op for float64 models.
 
     Steps: ``opt="LBFGS"``: one ``torch.optim.LBFGS.step`` (strong-Wolfe line search, history 10,
     up to ``lbfgs_max_iter`` iterations); ``"Adam"``: one Adam update. ``batch=-1``: full batch;

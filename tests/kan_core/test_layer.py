@@ -244,7 +244,7 @@ def _nearly_dead_layer(dtype: torch.dtype, c: float) -> KANLayer:
 
 @pytest.mark.parametrize("c", [1.0, 10.0])
 def test_float32_edge_std_of_nearly_dead_edge_matches_float64(c):
-    """``w^T Cov w`` of a nearly dead edge cancels ~8 digits; `_SplineEdges` and `_std_from_cov`
+    """``w^T Cov w`` of a nearly dead edge cancels ~8 digits; `SplineEdges` and `std_from_cov`
     accumulate it in float64 (in float32 the std came out ~10x (c = 1) to ~90x (c = 10) too large,
     its gradients 85-99% off, and LBFGS stalled on the float32 seed example)."""
     l32, l64 = _nearly_dead_layer(torch.float32, c), _nearly_dead_layer(f64, c)

@@ -1,0 +1,122 @@
+"""The spline edges of a KAN layer as one autograd node: the training hot path.
+
+`SplineEdges` computes every spline edge's output of a layer as one matrix product of the per-input
+features ``F = [silu, B-splines]`` with the edge weights, and optionally the feature covariance the
+regulariser needs (``std_ij^2 = w_ij^T Cov_i w_ij``, `std_from_cov`), with a hand-written backward
+that reuses one buffer. `kan_core.layer.KANLayer` is the only caller.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kan_core import spline
+
+
+def fill_features(
+    xt: torch.Tensor, grid: torch.Tensor, k: int, tables: list[tuple[torch.Tensor, torch.Tensor]], deriv: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` and, if ``deriv``, ``dF/dx`` (``silu' = s + silu (1 - s)``,
+    ``s = sigmoid``), both ``(I, K+1, B)`` from ``xt (I, B)``, written in place. No autograd."""
+    I, B = xt.shape
+    feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
+    dfdx = torch.empty_like(feats) if deriv else None
+    sig = torch.sigmoid(xt)
+    silu = torch.mul(sig, xt, out=feats[:, 0])
+    if dfdx is not None:
+        torch.addcmul(silu, sig, 1 - silu, out=dfdx[:, 0])
+    spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], None if dfdx is None else dfdx[:, 1:])
+    return feats, dfdx
+
+
+class SplineEdges(torch.autograd.Function):
+    """All spline edges of a layer as one autograd node (the training hot path):
+
+        forward:   F = features(x)  (I, K+1, B),   y^T = Wt F  (O, B),
+                   Cov_i = Fc_i Fc_i^T / (B - 1)  (I, K+1, K+1), Fc = F - mean_b F   (if with_cov)
+        backward:  dWt = dy^T F^T,   dF = Wt^T dy^T + (dCov + dCov^T) Fc / (B - 1),
+                   dx = sum_k dF/dx_k * dF_k
+
+    Saved: F, dF/dx, Wt and, when the covariance is asked for, F's mean in the accumulation dtype
+    (below). When that is the input dtype, F is centred in place after the product (centring first
+    keeps the covariance accurate; ``dWt`` adds the mean back); when it is wider (float32 input,
+    ``precise``), F is kept as is and the backward recentres a float64 copy (the same memory as
+    float64 training, and no float32 rounding of Fc).
+
+    Precision (``precise``, a per-call choice): True accumulates ``Cov`` (centring included) in
+    float64 whatever the input dtype, returns it in float64, and computes the covariance term of
+    ``dF`` in float64 before it is cast back (see `std_from_cov` for the variance); False does
+    all of it in the input dtype. In float64 the two are the same computation. Why: for a nearly
+    dead edge ``var = w^T Cov w`` cancels ~8 digits, which float32 does not have, so the
+    regulariser is noise there and LBFGS's line search fails on the non-smooth objective; float64
+    accumulation (centring included) keeps it smooth at about twice the cost of a float32 step
+    (`fit`'s ``precise_reg`` chooses; measurements in bench/RESULTS.md). No ``(B, I, O)`` tensor
+    either way.
+
+    As one node, the backward builds ``dF`` in one buffer it owns (the covariance term added in
+    place, the product with dF/dx taken in place) instead of autograd's separate, summed gradient
+    buffers: on CPUs, fresh large tensors (page faults) cost as much as the arithmetic.
+    Inputs: ``xt (I, B)``, ``wt (O, I, K+1)``.
+    """
+
+    @staticmethod
+    def forward(ctx, xt, wt, grid, k, tables, with_cov, precise):
+        ctx.set_materialize_grads(False)
+        feats, dfdx = fill_features(xt, grid, k, tables, deriv=ctx.needs_input_grad[0])
+        I, K1, B = feats.shape
+        yt = wt.reshape(wt.shape[0], -1) @ feats.view(I * K1, B)  # (O, B)
+        mean = None
+        if with_cov:  # centred and accumulated in `acc`, see the class docstring
+            acc = torch.float64 if precise else feats.dtype
+            fa = feats.to(acc)  # feats itself when acc is its dtype, else a float64 copy
+            mean = fa.mean(-1, keepdim=True)  # (I, K+1, 1), acc
+            fc = fa.sub_(mean)  # when fa is feats: centred in place, the backward uses Fc and the mean
+            cov = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
+        else:
+            cov = feats.new_empty(0)
+            ctx.mark_non_differentiable(cov)
+        ctx.save_for_backward(feats, dfdx, wt, mean)
+        return yt, cov
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_yt, grad_cov):  # (O, B), (I, K+1, K+1); None when unused
+        feats, dfdx, wt, mean = ctx.saved_tensors
+        centred = mean is not None and mean.dtype == feats.dtype  # accumulated in place: feats holds Fc
+        I, K1, B = feats.shape
+        grad_xt = grad_wt = None
+        if ctx.needs_input_grad[1] and grad_yt is not None:
+            grad_wt = grad_yt @ feats.view(I * K1, B).T  # (O, I*(K+1))
+            if centred:  # F = Fc + mean
+                grad_wt += grad_yt.sum(1, keepdim=True) * mean.view(1, -1)
+            grad_wt = grad_wt.view(wt.shape)
+        if ctx.needs_input_grad[0]:
+            if grad_yt is not None:
+                gf = (wt.reshape(wt.shape[0], -1).T @ grad_yt).view(I, K1, B)
+            else:
+                gf = torch.zeros_like(feats)
+            if grad_cov is not None:  # in cov's dtype: dCov Fc cancels as w^T Cov w does
+                gcov = (grad_cov + grad_cov.transpose(1, 2)).div_(B - 1)
+                if centred:
+                    gf.baddbmm_(gcov, feats)
+                else:  # float32, precise: Fc recentred in float64, the product cast back
+                    gf += torch.bmm(gcov, feats.to(mean.dtype).sub_(mean)).to(gf.dtype)
+            grad_xt = gf.mul_(dfdx).sum(1)  # (I, B)
+        return grad_xt, grad_wt, None, None, None, None, None
+
+
+def std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """Std of the edge outputs ``F_i . w_ij`` from ``cov (I, K+1, K+1)``, ``wt (O, I, K+1)``: ``(I, O)``.
+
+    ``var_ij = w_ij^T Cov_i w_ij``, floored at the smallest normal number of ``wt``'s dtype before
+    the square root: an edge of constant output (masked, symbolic, or a constant input) gets std
+    ~1e-154 (float64) or ~1e-19 (float32) and a zero, not infinite, gradient.
+
+    The quadratic form is evaluated in ``cov``'s dtype (float64 from `SplineEdges` when
+    ``precise``, else the input dtype) and only the std is cast back to ``wt``'s dtype: for a
+    nearly dead edge the sum cancels most of its digits (see `SplineEdges`), which float32 does
+    not have. ``(I, O, K+1)``-sized, cheap.
+    """
+    w = wt.transpose(0, 1).to(cov.dtype)  # (I, O, K+1)
+    var = ((w @ cov) * w).sum(-1)  # (I, O)
+    return var.clamp_min(torch.finfo(wt.dtype).tiny).sqrt().to(wt.dtype)
