@@ -147,6 +147,11 @@ def install_exception_handlers(app: FastAPI) -> None:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405 and (allowed := _allowed_methods(app, request.url.path)):
             headers["Allow"] = allowed  # Starlette's names only the first route matching the path
+        if exc.status_code == 400:  # the framework's 400s are bodies it could not parse
+            detail = ("the JSON body is nested too deeply" if isinstance(exc.__cause__, RecursionError)
+                      else str(exc.detail))
+            return problem(400, BadRequest.title, detail, code=BadRequest.code, instance=request.url.path,
+                           field="body", headers=headers)
         return problem(exc.status_code, title, str(exc.detail), code=title.lower().replace(" ", "-"),
                        instance=request.url.path, headers=headers)
 

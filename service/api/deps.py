@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -186,13 +188,37 @@ def rate_limit_accepted(route_class: RouteClass) -> Callable[[Request, Principal
 
 async def single_valued_query(request: Request) -> None:
     """No query parameter of this API takes a list: one given twice is ambiguous (FastAPI would keep
-    one of the values silently), so it is a 422 naming it."""
+    one of the values silently), so it is a 422 naming it. Like every request body, a request that
+    changes something (any method but GET and HEAD) refuses the query parameters its route does not
+    declare, as a typo must not silently become a default; GET routes ignore them (cache-busting clients)."""
+    if not request.query_params:
+        return
     seen: set[str] = set()
+    declared = None if request.method in ("GET", "HEAD") else _declared_query(request.scope.get("route"))
     for name, _ in request.query_params.multi_items():
         if name in seen:
             raise RequestValidationError([{"type": "too_long", "loc": ("query", name),
                                            "msg": "must be given at most once"}])
+        if declared is not None and name not in declared:
+            raise RequestValidationError([{"type": "extra_forbidden", "loc": ("query", name),
+                                           "msg": "this route takes no such query parameter"}])
         seen.add(name)
+
+
+def _declared_query(route: Any) -> set[str] | None:
+    """The query parameters a route declares (its dependencies' and its OpenAPI `parameters`); None
+    when the request matched no APIRoute."""
+    if not isinstance(route, APIRoute):
+        return None
+    extra = (route.openapi_extra or {}).get("parameters", [])
+    return _query_names(route.dependant) | {param["name"] for param in extra if param.get("in") == "query"}
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
 
 
 # route (or router) dependencies: `dependencies=[WriteScope]`

@@ -39,6 +39,15 @@ CursorQuery = Annotated[
 ]
 
 
+class StrictInput(BaseModel):
+    """Base of every JSON request body: one strictness everywhere. Unknown fields are errors (a typo
+    must not silently become a default); values are not coerced (`"yes"` is no boolean, `"5"` no
+    number, `2.0` no integer); NaN and infinities are refused. A tuple field is declared with
+    `Field(strict=False)` so that a JSON array validates into it (its items stay strict)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null on the last page.")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service import expr
-from service.schemas.common import UtcDatetime
+from service.schemas.common import StrictInput, UtcDatetime
 
 DEFAULT_TEST_FRACTION = 0.2
 MAX_SEED = 2**63 - 1
@@ -45,13 +45,7 @@ Targets = Annotated[
 ]
 
 
-class _Input(BaseModel):
-    """Request bodies: unknown fields are errors (a typo must not silently become a default)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class DatasetCreateArrays(_Input):
+class DatasetCreateArrays(StrictInput):
     """A dataset given as JSON arrays. Without `test_inputs`/`test_targets` the rows are shuffled
     (with `seed`) and `test_fraction` of them become the test split."""
 
@@ -73,7 +67,7 @@ class DatasetCreateArrays(_Input):
     seed: Seed = 0
 
 
-class DatasetCreateSynthetic(_Input):
+class DatasetCreateSynthetic(StrictInput):
     """A dataset sampled from a formula: inputs uniform in `ranges`, targets = expression (+ noise)."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
@@ -87,7 +81,7 @@ class DatasetCreateSynthetic(_Input):
         description=f"Numbers, the variables of `ranges`, + - * / **, pi, E and the functions "
                     f"{', '.join(sorted(expr.FUNCTIONS))}.",
     )
-    ranges: dict[VariableName, tuple[FiniteFloat, FiniteFloat]] = Field(
+    ranges: dict[VariableName, Annotated[tuple[FiniteFloat, FiniteFloat], Field(strict=False)]] = Field(
         min_length=1,
         description="[low, high] per input variable, in column order; variables may be unused by the expression.",
     )
@@ -98,9 +92,12 @@ class DatasetCreateSynthetic(_Input):
     noise: FiniteFloat = Field(0.0, ge=0, description="Standard deviation of Gaussian noise added to the targets.")
 
 
-class CsvOptions(_Input):
+class CsvOptions(StrictInput):
     """Options of a CSV upload: multipart form fields next to `file`, or query parameters of a
-    `text/csv` body. The CSV has a header row naming every column."""
+    `text/csv` body. The CSV has a header row naming every column. Form fields and query values are
+    text by nature, so they are converted (`"0.3"` -> 0.3); unknown names are still errors."""
+
+    model_config = ConfigDict(strict=False)
 
     name: DatasetName | None = None
     targets: str | None = Field(

@@ -12,18 +12,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.models import JobStatus
-from service.schemas.common import Problem, UtcDatetime
+from service.schemas.common import Problem, StrictInput, UtcDatetime
 
 DEFAULT_MAX_CANDIDATES = 16
 DEFAULT_MAX_SECONDS = 120.0
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+_Input = StrictInput  # request bodies: unknown fields are errors, no value is coerced
 
 
 class Budget(_Input):
-    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1, strict=True,
+    max_candidates: int = Field(DEFAULT_MAX_CANDIDATES, ge=1,
                                 description="Most candidate pipelines tried (at most Settings.max_discovery_candidates).")
     max_seconds: float = Field(DEFAULT_MAX_SECONDS, gt=0,
                                description="After this, the discovery ends with the candidates that finished; the "
@@ -31,8 +30,8 @@ class Budget(_Input):
 
 
 class DiscoveryOptions(_Input):
-    seed: int = Field(0, ge=0, le=2**31 - 1, strict=True, description="Seed of the candidates' networks.")
-    train_steps: int | None = Field(None, ge=1, strict=True, description="Steps of every training stage of every candidate "
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the candidates' networks.")
+    train_steps: int | None = Field(None, ge=1, description="Steps of every training stage of every candidate "
                                                             "(fewer: faster, rougher); null: the candidates' own.")
 
 
@@ -46,6 +45,12 @@ class DiscoveryCreate(_Input):
 
 
 class BatchItemCreate(_Input):
+    # "exactly one of": in the schema as in _one_source (an explicit null counts as not given)
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["dataset"], "properties": {"dataset": {"type": "object"}}},
+        {"required": ["dataset_id"], "properties": {"dataset_id": {"type": "string"}}},
+    ]})
+
     dataset: dict[str, Any] | None = Field(
         None, description="A dataset creation body (as POST /v1/datasets with JSON: arrays or an `expression`).")
     dataset_id: str | None = Field(None, min_length=1, max_length=40, description="An existing dataset instead.")

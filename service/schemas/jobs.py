@@ -27,7 +27,7 @@ from pydantic import (
 from kan_core import pipeline as kp
 from kan_core.functions import DEFAULT_LIBRARY, SEED_LIBRARY_NAMES
 from service.models import JobKind, JobStatus
-from service.schemas.common import UtcDatetime
+from service.schemas.common import StrictInput, UtcDatetime
 
 MAX_STAGES = 32
 MAX_FIXES = 1024
@@ -49,10 +49,10 @@ FunctionName = Annotated[
 StageName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
-class _Input(BaseModel):
-    """Request bodies: unknown fields are errors (a typo must not silently become a default)."""
+_Input = StrictInput  # request bodies: unknown fields are errors, no value is coerced
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_GRID_RANGE = 1e6
+GridEnd = Annotated[float, Field(ge=-MAX_GRID_RANGE, le=MAX_GRID_RANGE)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -73,7 +73,9 @@ class ModelSpec(_Input):
     device: Literal["cpu", "cuda", "auto"] = Field(
         _M.device, description="`cuda` jobs go to the GPU queue; `auto` uses a GPU when its worker has one."
     )
-    grid_range: tuple[float, float] = _M.grid_range
+    grid_range: Annotated[tuple[GridEnd, GridEnd], Field(strict=False)] = Field(
+        _M.grid_range, description=f"Initial knot range [lo, hi], within ±{MAX_GRID_RANGE:g} (grid updates "
+                                   "follow the data from there).")
     grid_eps: float = Field(_M.grid_eps, ge=0.0, le=1.0)
     noise_scale: float = Field(_M.noise_scale, ge=0.0, le=10.0, description="Scale of the initial spline noise.")
 
@@ -84,8 +86,7 @@ class ModelSpec(_Input):
         return self
 
 
-class TrainStageSpec(_Input):
-    kind: Literal["train"] = "train"
+class _TrainOptions(_Input):
     name: StageName = _T.name
     opt: Literal["LBFGS", "Adam"] = _T.opt
     steps: int = Field(_T.steps, ge=1)
@@ -101,14 +102,26 @@ class TrainStageSpec(_Input):
     stop_grid_update_step: int = Field(_T.stop_grid_update_step, ge=0)
 
     @model_validator(mode="after")
-    def _batch_not_zero(self) -> TrainStageSpec:
+    def _batch_not_zero(self) -> Any:
         if self.batch == 0:
             raise ValueError("batch must be -1 (full batch) or >= 1")
         return self
 
 
+# A stage of `stages` says its `kind` (the union's discriminator, required in the schema as by the server).
+class TrainStageSpec(_TrainOptions):
+    kind: Literal["train"]
+
+
+class RetrainSpec(_TrainOptions):
+    """The training after a symbolic job's fixes: a train stage on its own, so `kind` may be left out."""
+
+    kind: Literal["train"] = "train"
+    name: StageName = "retrain"
+
+
 class PruneStageSpec(_Input):
-    kind: Literal["prune"] = "prune"
+    kind: Literal["prune"]
     name: StageName = _P.name
     node_th: float = Field(_P.node_th, ge=0.0)
     edge_th: float = Field(_P.edge_th, ge=0.0)
@@ -134,16 +147,18 @@ class _SymbolicOptions(_Input):
     )
     weight_simple: float = Field(_S.weight_simple, ge=0.0, le=1.0,
                                  description="Trade-off between fit (0) and simplicity (1) in `auto`.")
-    r2_threshold: float = _S.r2_threshold
+    r2_threshold: float = Field(_S.r2_threshold, le=1.0,
+                                description="`auto` leaves an edge a spline when no function reaches this R² "
+                                            "(at most 1).")
 
 
 class SymbolicStageSpec(_SymbolicOptions):
-    kind: Literal["symbolic"] = "symbolic"
+    kind: Literal["symbolic"]
     name: StageName = _S.name
 
 
 class RefineStageSpec(_Input):
-    kind: Literal["refine"] = "refine"
+    kind: Literal["refine"]
     name: StageName = _R.name
     grid: int = Field(_R.grid, ge=1, description="New number of grid intervals.")
 
@@ -203,8 +218,8 @@ class SymbolicJobCreate(_SymbolicOptions):
         "auto": False,
     }]})
 
-    retrain: TrainStageSpec | None = Field(
-        default_factory=lambda: TrainStageSpec(name="retrain"),
+    retrain: RetrainSpec | None = Field(
+        default_factory=RetrainSpec,
         description="Training after the edges are fixed (fits the affine parameters); null: none.",
     )
 
@@ -215,7 +230,8 @@ class SymbolicJobCreate(_SymbolicOptions):
         return self
 
     def stages(self) -> list[Any]:
-        symbolic = SymbolicStageSpec(**self.model_dump(by_alias=True, exclude={"retrain"}), name="symbolic")
+        symbolic = SymbolicStageSpec.model_validate(
+            {**self.model_dump(by_alias=True, exclude={"retrain"}), "kind": "symbolic", "name": "symbolic"})
         return [symbolic] + ([self.retrain] if self.retrain is not None else [])
 
 

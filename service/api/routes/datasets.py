@@ -16,10 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from service import datasets
 from service.api.deps import SessionDep, SettingsDep, TenantDep, WriteScope
-from service.errors import UnsupportedMediaType
+from service.errors import BadRequest, UnsupportedMediaType
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Dataset
 from service.schemas.common import (
@@ -65,6 +66,8 @@ def _parse_json(body: bytes) -> DatasetCreateArrays | DatasetCreateSynthetic:
         # Python's json accepts NaN and Infinity (and 1e999 -> inf): they are let through as floats so
         # that validation rejects them naming the field they sit in.
         data = json.loads(body)
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply", field="body") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         position = getattr(exc, "pos", getattr(exc, "start", 0))
         message = getattr(exc, "msg", "not UTF-8")
@@ -78,13 +81,19 @@ def _parse_json(body: bytes) -> DatasetCreateArrays | DatasetCreateSynthetic:
 
 
 async def _parse_form(request: Request) -> datasets.CsvUpload:
-    async with request.form(max_files=1, max_fields=len(CsvOptions.model_fields)) as form:
+    try:
+        form = await request.form(max_files=1, max_fields=len(CsvOptions.model_fields))
+    except HTTPException as exc:  # Starlette's multipart errors: too many fields or files, no boundary...
+        raise BadRequest(f"the multipart body cannot be read: {exc.detail}", field="body") from None
+    try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise RequestValidationError([{"type": "missing", "loc": ("body", "file"),
                                            "msg": "a CSV file is required in the form field 'file'"}])
         data = await upload.read()
         fields = {key: value for key, value in form.multi_items() if key != "file"}
+    finally:
+        await form.close()
     for key, value in fields.items():
         if not isinstance(value, str):
             raise RequestValidationError([{"type": "string_type", "loc": ("body", key), "msg": "must be a text field"}])
