@@ -176,10 +176,40 @@ def split_rows(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, *,
 
 def build(request: DatasetRequest, settings: Settings) -> BuiltDataset:
     if isinstance(request, DatasetCreateSynthetic):
-        return build_from_expression(request, settings)
-    if isinstance(request, CsvUpload):
-        return build_from_csv(request, settings)
-    return build_from_arrays(request, settings)
+        built = build_from_expression(request, settings)
+        check_column_statistics(built, lambda role, name: f"ranges.{name}" if role == "feature" else "expression")
+    elif isinstance(request, CsvUpload):
+        built = build_from_csv(request, settings)
+        check_column_statistics(built, lambda role, name, field=request.field: field)
+    else:
+        built = build_from_arrays(request, settings)
+        check_column_statistics(built, lambda role, name: "inputs" if role == "feature" else "targets")
+    return built
+
+
+def _column_statistics(table: np.ndarray) -> dict[str, np.ndarray]:
+    """min / max / mean / std / root mean square of each column of an (n, d) table (inf on overflow)."""
+    with np.errstate(all="ignore"):
+        return {"min": table.min(axis=0), "max": table.max(axis=0), "mean": table.mean(axis=0),
+                "std": table.std(axis=0), "rms": np.sqrt(np.mean(np.square(table), axis=0))}
+
+
+def check_column_statistics(built: BuiltDataset, field_of: Callable[[str, str], str]) -> None:
+    """Every column's statistics finite in float64: values such as ±1e308 are finite one by one, but
+    their spread, squares and every loss a job computes on them overflow, so every job on them would
+    fail. InvalidInput naming `field_of(role, column name)` and the column."""
+    arrays = built.arrays
+    for role, names, parts in (("feature", built.feature_names, (arrays.train_input, arrays.test_input)),
+                               ("target", built.target_names, (arrays.train_label, arrays.test_label))):
+        stats = _column_statistics(np.concatenate(parts))
+        for j, name in enumerate(names):
+            overflowing = [key for key, values in stats.items() if not math.isfinite(values[j])]
+            if overflowing:
+                raise InvalidInput(
+                    f"column {name!r} has values too large in magnitude: its {', '.join(overflowing)} overflow a "
+                    "64-bit float (keep |values| below about 1e150, e.g. by rescaling the column)",
+                    field=field_of(role, name), column=name,
+                )
 
 
 def _column_count(names: list[str] | None, rows: list[list[float]], names_field: str, rows_field: str) -> int:
@@ -375,15 +405,15 @@ def _point(row: np.ndarray, variables: list[str]) -> str:
 
 
 def column_summaries(dataset: Dataset) -> list[dict[str, Any]]:
-    """min / max / mean / std of every column over both splits (None where a float overflows)."""
+    """min / max / mean / std of every column over both splits (None where a float overflows: only
+    datasets stored before check_column_statistics refused such values)."""
     arrays = unpack(dataset.arrays)
     inputs = np.concatenate([arrays.train_input, arrays.test_input])
     labels = np.concatenate([arrays.train_label, arrays.test_label])
     out: list[dict[str, Any]] = []
     for role, names, table in (("feature", dataset.feature_names, inputs), ("target", dataset.target_names, labels)):
-        with np.errstate(all="ignore"):
-            stats = {"min": table.min(axis=0), "max": table.max(axis=0),
-                     "mean": table.mean(axis=0), "std": table.std(axis=0)}
+        stats = _column_statistics(table)
+        del stats["rms"]
         for j, name in enumerate(names):
             out.append({"name": name, "role": role,
                         **{key: (float(v[j]) if math.isfinite(v[j]) else None) for key, v in stats.items()}})
