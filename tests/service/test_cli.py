@@ -14,8 +14,6 @@ import httpx
 import pytest
 
 from service import migrate
-from service.app import create_app
-from service.cli import settings_reference
 from service.config import Settings
 from service.db import make_engine
 
@@ -115,16 +113,3 @@ def test_serve_starts_workers_and_stops_them(tmp_path: Path) -> None:
     stderr = process.stderr.read() if process.stderr else ""
     assert "stopping the worker processes" in stderr
 
-
-def test_readme_configuration_table_is_in_sync() -> None:
-    readme = (REPO / "README.md").read_text()
-    table = readme.split("<!-- settings:begin -->\n", 1)[1].split("<!-- settings:end -->", 1)[0].strip()
-    assert table == settings_reference(), "regenerate it with `kan-service settings`"
-
-
-def test_readme_lists_every_route(make_settings) -> None:
-    readme = (REPO / "README.md").read_text()
-    spec = create_app(make_settings()).openapi()
-    missing = [f"{method.upper()} {path}" for path, operations in spec["paths"].items() for method in operations
-               if f"| {method.upper()} | `{path}` |" not in readme]
-    assert not missing, f"README.md's API overview lacks {missing}"
