@@ -28,7 +28,7 @@ from service import expr, idempotency
 from service.config import Settings
 from service.errors import Conflict, InvalidInput
 from service.ids import new_id
-from service.models import Dataset, Job, Model
+from service.models import Dataset, IdempotencyRecord, Job, Model
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.datasets import CsvOptions, DatasetCreateArrays, DatasetCreateSynthetic
 from service.tenancy import get_owned, owned
@@ -486,7 +486,8 @@ def list_datasets(session: Session, tenant: str, limit: int, cursor: str | None)
 
 
 def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
-    """Delete a dataset no job or model references (Conflict listing them otherwise)."""
+    """Delete a dataset no job or model references (Conflict listing them otherwise). The
+    Idempotency-Keys that created it are released with it: a retry with such a key creates anew."""
     get_dataset(session, tenant, dataset_id, with_arrays=False)
     jobs = session.scalars(
         select(Job.id).where(Job.dataset_id == dataset_id).order_by(Job.id).limit(MAX_CONFLICT_IDS)
@@ -498,6 +499,8 @@ def delete_dataset(session: Session, tenant: str, dataset_id: str) -> None:
         session.rollback()
         raise _in_use(dataset_id, list(jobs), list(models))
     session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+    session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant,
+                                                    IdempotencyRecord.resource_id == dataset_id))
     try:
         session.commit()
     except IntegrityError:  # a job was created for it in the meantime
