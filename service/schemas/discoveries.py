@@ -7,9 +7,9 @@ Budget caps that depend on the deployment (Settings.max_discovery_*) are checked
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from service.models import JobStatus
 from service.schemas.common import Problem, StrictInput, UtcDatetime
@@ -44,6 +44,20 @@ class DiscoveryCreate(_Input):
     options: DiscoveryOptions = Field(default_factory=DiscoveryOptions)
 
 
+MAX_DATASET_DEPTH = 8  # a dataset body nests 3 deep ({"inputs": [[...]]}); deeper is no dataset
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse nesting deeper than MAX_DATASET_DEPTH (it would overflow the serialiser's recursion)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_DATASET_DEPTH):
+        level = [v for node in level for v in (node.values() if isinstance(node, dict) else node)
+                 if isinstance(v, (dict, list))]
+        if not level:
+            return value
+    raise ValueError(f"nested more than {MAX_DATASET_DEPTH} levels deep; a dataset body is not")
+
+
 class BatchItemCreate(_Input):
     # "exactly one of": in the schema as in _one_source (an explicit null counts as not given)
     model_config = ConfigDict(json_schema_extra={"oneOf": [
@@ -51,7 +65,7 @@ class BatchItemCreate(_Input):
         {"required": ["dataset_id"], "properties": {"dataset_id": {"type": "string"}}},
     ]})
 
-    dataset: dict[str, Any] | None = Field(
+    dataset: Annotated[dict[str, Any], AfterValidator(_shallow)] | None = Field(
         None, description="A dataset creation body (as POST /v1/datasets with JSON: arrays or an `expression`).")
     dataset_id: str | None = Field(None, min_length=1, max_length=40, description="An existing dataset instead.")
 
