@@ -199,6 +199,18 @@ def test_product_family_is_built_by_the_pipeline_in_transformed_space():
     assert PipelineConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+def test_model_family_fields_are_validated():
+    with pytest.raises(ValueError, match="family"):
+        ModelConfig(family="mlp")
+    with pytest.raises(ValueError, match="product_rank"):
+        ModelConfig(family="product", product_rank=0)
+    with pytest.raises(ValueError, match="config.model.family"):
+        PipelineConfig.from_dict({"model": {"family": "tree"}})
+    one_input = make_dataset(lambda x: x[:, 0], 1, n_train=20, n_test=20)
+    with pytest.raises(ValueError, match="n_in"):
+        run_pipeline(one_input, PipelineConfig(model=ModelConfig(family="product"), stages=()))
+
+
 def test_should_stop_cancels_between_steps():
     calls = []
 
