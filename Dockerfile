@@ -1,29 +1,51 @@
-# syntax=docker/dockerfile:1
-# kan-service image: CPU torch by default, non-root, `kan-service` entry point.
+# kan-service image: CPU torch by default, non-root, `kan-service` entry point. BuildKit builds it
+# (Docker 23+ by default; DOCKER_BUILDKIT=1 on Docker 20.10).
 #
 #   docker build -t kan-service .                                   # CPU image
 #   docker build -t kan-service:cuda \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (docs/deployment.md)
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (see README)
 #   docker compose -f docker/compose.yaml up -d --build              # API + Celery workers + Redis + PostgreSQL
 #
-# torch's version comes from constraints.txt (pyproject.toml accepts a range); TORCH_INDEX_URL picks its build.
+# Build arguments, for machines without Docker Hub or the PyTorch index (docker/local-images.sh makes
+# the images; docs/deployment.md, "Air-gapped machines"):
+#   BASE_IMAGE          the Python 3.11 base of both stages (python:3.11-slim)
+#   TORCH_INDEX_URL     the index torch 2.13.0 comes from (PyTorch's CPU wheels)
+#   TORCH_WHEELS_IMAGE  an image holding a torch wheel in its root directory: torch comes from it instead
+#                       of TORCH_INDEX_URL (default: an empty one)
+# Secret `pip_cert` (optional): a CA bundle for pip, e.g. a proxy's. It is mounted for the pip runs only
+# and never stored in a layer: --secret id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt
 
-ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:3.11-slim
+ARG TORCH_WHEELS_IMAGE=scratch
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${TORCH_WHEELS_IMAGE} AS torch-wheels
+
+FROM ${BASE_IMAGE} AS build
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# dependencies first (cached layer): torch from the chosen index, the rest from PyPI
-COPY pyproject.toml README.md constraints.txt ./
-RUN pip install -c constraints.txt torch --index-url "${TORCH_INDEX_URL}"
+# dependencies first (cached layer): torch from the wheel image or the chosen index, the rest from PyPI
+RUN --mount=type=bind,from=torch-wheels,target=/wheels --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if ls /wheels/torch-*.whl >/dev/null 2>&1; then from="--find-links /wheels"; \
+    else from="--index-url ${TORCH_INDEX_URL}"; fi; \
+    pip install "torch==2.13.0" $from
+# the other dependencies (cached until pyproject.toml changes: the packages are empty stand-ins here)
+COPY pyproject.toml README.md ./
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    mkdir kan_core service && touch kan_core/__init__.py service/__init__.py \
+    && pip install ".[scale]" "torch==2.13.0" && rm -rf kan_core service build ./*.egg-info
+# then the code
 COPY kan_core ./kan_core
 COPY service ./service
-RUN pip install -c constraints.txt ".[scale]" && pip uninstall -y pip setuptools
+RUN --mount=type=secret,id=pip_cert \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    pip install --no-deps --force-reinstall . && pip uninstall -y pip setuptools
 
-FROM python:${PYTHON_VERSION}-slim AS runtime
+FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

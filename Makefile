@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: help install serve worker migrate test test-all clean
 
 help:
+	@echo "make install   create .venv and install the project (torch pinned by constraints.txt)"
 	@echo "make serve     run the API and local workers on http://127.0.0.1:8000 (KAN_* variables configure it)"
 	@echo "make test      the test suite without tests marked slow (what CI runs)"
 	@echo "make test-all  every test, slow ones included"
@@ -37,7 +38,7 @@ migrate: $(STAMP)
 	$(BIN)/kan-service migrate
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not docker" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
