@@ -5,6 +5,8 @@
     kan-service migrate                                     bring the database schema to head
     kan-service settings                                    the configuration reference (Markdown)
     kan-service keys create --scope S [--tenant T] [--name N] | list [--tenant T] | revoke ID   API keys
+    kan-service discover data.csv --target y [--url URL] [--budget S] [--json]   (with kan_client installed:
+    kan-service jobs watch ID | discoveries watch ID | functions                  the client's CLI, kan_client.cli)
 
 Workers are local worker processes (service.worker.local), or with KAN_EXECUTOR=celery one Celery
 worker with N prefork pool processes (service.worker.celery_app). Configuration comes from the
@@ -245,11 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant", help="only this tenant's keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key (refused within KAN_LOOKUP_CACHE_TTL_S)")
     revoke.add_argument("key_id", metavar="ID", help="the key's id (key_...)")
+    if _client_cli() is not None:  # discover, discoveries watch, jobs watch, functions: the client's CLI
+        _client_cli().add_commands(commands)
     return parser
+
+
+def _client_cli():
+    """kan_client.cli when the client distribution (./client) is installed, else None."""
+    try:
+        from kan_client import cli
+    except ImportError:
+        return None
+    return cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "client_handler", None) is not None:  # an HTTP client of a running service
+        return _client_cli().run(args)
     settings = Settings()
     if args.log_level:
         settings = settings.model_copy(update={"log_level": args.log_level})
