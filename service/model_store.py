@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, defer
 from kan_core import formula as kan_formula
 from kan_core import inspect as kan_inspect
 from kan_core import io as kan_io
+from kan_core import metrics as kan_metrics
 from kan_core import plot as kan_plot
 from kan_core.frozen import FrozenKAN
 from kan_core.model import KAN
@@ -269,11 +270,7 @@ class CompiledFormulas:
         out = np.empty((x.shape[0], len(self.functions)), dtype=np.float64)
         with np.errstate(all="ignore"):
             for j, fn in enumerate(self.functions):
-                value = np.asarray(fn(*columns))
-                if np.iscomplexobj(value):
-                    real = np.abs(value.imag) <= 1e-12 * np.maximum(1.0, np.abs(value.real))
-                    value = np.where(real, value.real, np.nan)
-                out[:, j] = np.broadcast_to(value.astype(np.float64, copy=False), (x.shape[0],))
+                out[:, j] = kan_formula.real_values(fn(*columns), x.shape[0])
         return out
 
 
@@ -286,25 +283,6 @@ def _parse(text: str, variables: Sequence[str]) -> sympy.Expr:
     parser as client formulas, with room for larger expressions: stored text is never evaluated.
     Every variable is a plain symbol, even a name sympy would read as a constant (E, S, beta)."""
     return parse_expression(text, variables, limits=STORED_LIMITS)
-
-
-def fit_metrics(y_hat: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
-    """(R², RMSE) of predictions against targets; None where undefined (non-finite predictions)."""
-    if not np.isfinite(y_hat).all():
-        return None, None
-    resid = y - y_hat
-    rmse = float(np.sqrt(np.mean(resid**2)))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot > 0:
-        r2: float | None = 1.0 - float(np.sum(resid**2)) / ss_tot
-    else:
-        r2 = 1.0 if rmse == 0 else None
-    return json_ready(r2), json_ready(rmse)
-
-
-def is_fully_symbolic(model: KAN) -> bool:
-    """Every active edge is a symbolic function, so the network is one closed-form formula."""
-    return not any(bool((layer.mask * (1 - layer.sym_mask)).any()) for layer in model.layers)
 
 
 def _variables(stored: dict[str, Any] | None, dataset: Dataset, n_inputs: int) -> list[str]:
@@ -464,7 +442,7 @@ class ModelStore:
         if row.formulas:
             return self._stored_formulas(row, dataset)
         model = self.network(session, row).model
-        if not is_fully_symbolic(model):
+        if not model.is_symbolic():
             return None
         variables = _variables(None, dataset, int(row.width[0]))
         exprs = kan_formula.symbolic_formula(model, var_names=variables)
@@ -473,7 +451,8 @@ class ModelStore:
         compiled = CompiledFormulas("computed", [], functions)
         y_hat = compiled.evaluate(np.asarray(arrays.test_input, dtype=np.float64))
         for j, expr in enumerate(exprs):
-            r2, rmse = fit_metrics(y_hat[:, j], np.asarray(arrays.test_label[:, j], dtype=np.float64))
+            fit = kan_metrics.fit_metrics(y_hat[:, j], np.asarray(arrays.test_label[:, j], dtype=np.float64))
+            r2, rmse = fit["r2"], fit["rmse"]
             compiled.entries.append({
                 "output": j, "name": _name(dataset.target_names, j), "variables": variables,
                 "text": str(expr), "latex": kan_formula.formula_latex(expr),
