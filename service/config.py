@@ -10,6 +10,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+CPU_QUEUE, GPU_QUEUE = "cpu", "gpu"
+QUEUES = (CPU_QUEUE, GPU_QUEUE)  # every worker consumes "cpu"; workers with KAN_GPU_WORKER=true also "gpu"
+
+
+def queue_for(device: str) -> str:
+    """The queue of a job on `device`: CUDA jobs wait for a GPU worker; `cpu` and `auto` run anywhere."""
+    return GPU_QUEUE if device.startswith("cuda") else CPU_QUEUE
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAN_", env_file=".env", extra="ignore")
 
@@ -65,6 +74,16 @@ class Settings(BaseSettings):
     max_discovery_candidates: int = Field(64, ge=1, description="Most candidate pipelines one discovery may try.")
     max_discovery_seconds: float = Field(3600.0, gt=0, description="Longest time budget of one discovery.")
     max_batch_items: int = Field(100, ge=1, description="Most datasets in one batch.")
+    max_job_memory_mb: int = Field(
+        4096, ge=0,
+        description="A job whose estimated peak memory (service.limits, from its network, grid, optimiser and "
+                    "rows) is larger is refused with 422; 0: no check.",
+    )
+    worker_memory_limit_mb: int = Field(
+        8192, ge=0,
+        description="Address-space cap (RLIMIT_AS) of each worker process, CPU workers only: a job past it fails "
+                    "with an allocation error instead of starving the machine; 0: none.",
+    )
 
     # authentication and rate limits (per API key, or per tenant when authentication is off)
     auth_enabled: bool = Field(
@@ -98,6 +117,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'kan.db').resolve()}"
+
+    @property
+    def worker_queues(self) -> list[str]:
+        """The job queues this deployment's workers consume."""
+        return list(QUEUES) if self.gpu_worker else [CPU_QUEUE]
+
+    def broker_queue(self, queue: str) -> str:
+        """The broker queue (executor=celery) carrying the jobs of `queue`."""
+        return f"{self.queue_prefix}{queue}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -447,26 +447,25 @@ def create_dataset(
 ) -> Dataset:
     """Build, validate and store a dataset (or return the one an earlier request with the same
     Idempotency-Key stored). Nothing is written when the input is rejected."""
-    request_hash = _fingerprint(request) if idempotency_key else ""
-    if idempotency_key:
-        if existing := idempotency.lookup(session, tenant, IDEMPOTENCY_ENDPOINT, idempotency_key, request_hash):
-            return get_dataset(session, tenant, existing)
-        # Build outside any transaction (on SQLite it would hold the write lock); a concurrent request
-        # with the same key is caught by commit_or_replay.
-        session.rollback()
-    built = build(request, settings)
-    row = Dataset(
-        id=new_id("ds"), tenant_id=tenant, name=built.name, source=built.source, expression=built.expression,
-        feature_names=built.feature_names, target_names=built.target_names,
-        n_train=built.arrays.n_train, n_test=built.arrays.n_test, arrays=pack(built.arrays),
-    )
-    session.add(row)
-    if idempotency_key:
-        idempotency.remember(session, tenant, IDEMPOTENCY_ENDPOINT, idempotency_key, request_hash, row.id)
-    if winner := idempotency.commit_or_replay(session, tenant, IDEMPOTENCY_ENDPOINT, idempotency_key, request_hash):
-        return get_dataset(session, tenant, winner)
-    log.info("dataset %s created from %s: %d features, %d targets, %d train / %d test rows", row.id, row.source,
-             len(row.feature_names), len(row.target_names), row.n_train, row.n_test)
+
+    def add() -> Dataset:
+        built = build(request, settings)
+        row = Dataset(
+            id=new_id("ds"), tenant_id=tenant, name=built.name, source=built.source, expression=built.expression,
+            feature_names=built.feature_names, target_names=built.target_names,
+            n_train=built.arrays.n_train, n_test=built.arrays.n_test, arrays=pack(built.arrays),
+        )
+        session.add(row)
+        return row
+
+    # build outside any transaction (on SQLite it would hold the write lock while it computes)
+    row, created = idempotency.create_once(
+        session, tenant, IDEMPOTENCY_ENDPOINT, idempotency_key, _fingerprint(request) if idempotency_key else "",
+        create=add, load=lambda dataset_id: get_dataset(session, tenant, dataset_id), status_code=201,
+        build_unlocked=True)
+    if created:
+        log.info("dataset %s created from %s: %d features, %d targets, %d train / %d test rows", row.id, row.source,
+                 len(row.feature_names), len(row.target_names), row.n_train, row.n_test)
     return row
 
 

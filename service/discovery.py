@@ -13,8 +13,7 @@ was asked; then cancels the remaining candidates and stores the Pareto front (co
 RMSE of each candidate's formula) and the chosen formula on the parent, with a compare-and-set on the
 parent's status, so two workers finishing candidates at once end it once.
 
-Batches create, per item, a dataset (service.datasets) and a discovery; a bad item is rejected with a
-problem naming its field while the others proceed.
+Batches of discoveries are service.batches'.
 """
 
 from __future__ import annotations
@@ -25,24 +24,19 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from kan_core import discovery as kd
 from kan_core.pipeline import TrainStage
-from service import datasets, idempotency, jobs, model_store
+from service import datasets, idempotency, model_store
 from service.datasets import load_arrays
-from service.config import Settings
-from service.errors import PROBLEM_BASE, Conflict, InvalidInput, NotFound, ServiceError
+from service.config import Settings, queue_for
+from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import new_id
-from service.models import Batch, Dataset, Job, JobKind, JobStatus, utcnow
+from service.models import Dataset, Job, JobKind, JobStatus, utcnow
 from service.schemas.common import decode_cursor, split_page
-from service.schemas.datasets import DatasetCreateArrays, DatasetCreateSynthetic
 from service.schemas.discoveries import (
-    BatchCreate,
-    BatchItemPublic,
-    BatchPublic,
     Budget,
     CandidateJob,
     DiscoveryCreate,
@@ -56,7 +50,6 @@ from service.tenancy import get_owned, owned
 log = logging.getLogger(__name__)
 
 DISCOVERIES_ENDPOINT = "POST /v1/discoveries"
-BATCHES_ENDPOINT = "POST /v1/batches"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,7 +106,7 @@ def check_budget(settings: Settings, budget: Budget, where: str = "budget") -> B
     return budget
 
 
-def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: Dataset, budget: Budget,
+def add_discovery(session: Session, settings: Settings, tenant: str, dataset: Dataset, budget: Budget,
                    options: DiscoveryOptions) -> tuple[Job, list[Job]]:
     """The parent and its candidate jobs, added to the session (not committed)."""
     now = utcnow()
@@ -126,7 +119,7 @@ def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: D
     ids = sorted(new_id("job") for _ in specs)
     children = [
         Job(id=job_id, tenant_id=tenant, kind=JobKind.candidate, dataset_id=dataset.id, parent_job_id=parent.id,
-            config=spec.to_dict(), queue=jobs.queue_for(spec.pipeline.model.device))
+            config=spec.to_dict(), queue=queue_for(spec.pipeline.model.device))
         for job_id, spec in zip(ids, specs)
     ]
     if not children:
@@ -140,18 +133,22 @@ def _add_discovery(session: Session, settings: Settings, tenant: str, dataset: D
 def create_discovery(session: Session, settings: Settings, tenant: str, body: DiscoveryCreate, *,
                      idempotency_key: str | None = None) -> tuple[Job, list[Job]]:
     """Queue a discovery on a dataset: the parent job and its candidates (to be dispatched). A retry
-    with the same Idempotency-Key and body returns the first request's discovery."""
-    digest = idempotency.fingerprint(body.model_dump(mode="json"))
-    if idempotency_key and (earlier := idempotency.lookup(session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, digest)):
-        return get_discovery(session, tenant, earlier), []
-    budget = check_budget(settings, body.budget)
-    dataset = datasets.get_dataset(session, tenant, body.dataset_id)
-    parent, children = _add_discovery(session, settings, tenant, dataset, budget, body.options)
-    if idempotency_key:
-        idempotency.remember(session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, digest, parent.id, status_code=202)
-    if winner := idempotency.commit_or_replay(session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, digest):
-        return get_discovery(session, tenant, winner), []
-    log.info("discovery %s: %d candidate(s) queued for dataset %s", parent.id, len(children), dataset.id)
+    with the same Idempotency-Key and body returns the first request's discovery (and no candidates)."""
+    children: list[Job] = []
+
+    def add() -> Job:
+        budget = check_budget(settings, body.budget)
+        dataset = datasets.get_dataset(session, tenant, body.dataset_id)
+        parent, made = add_discovery(session, settings, tenant, dataset, budget, body.options)
+        children.extend(made)
+        return parent
+
+    parent, created = idempotency.create_once(
+        session, tenant, DISCOVERIES_ENDPOINT, idempotency_key, idempotency.fingerprint(body.model_dump(mode="json")),
+        create=add, load=lambda discovery_id: get_discovery(session, tenant, discovery_id))
+    if not created:
+        return parent, []
+    log.info("discovery %s: %d candidate(s) queued for dataset %s", parent.id, len(children), parent.dataset_id)
     return parent, children
 
 
@@ -317,96 +314,3 @@ def advance_all(session: Session, settings: Settings, *, now: datetime | None = 
     ).all()
     session.rollback()
     return [job_id for job_id in running if advance_discovery(session, settings, job_id, now=now)]
-
-
-# --------------------------------------------------------------------------------------------------
-# batches
-
-
-def _problem(exc: ServiceError, where: str) -> dict[str, Any]:
-    field = f"{where}.{exc.field}" if exc.field else where
-    return {"type": PROBLEM_BASE + exc.code, "title": exc.title, "status": exc.status, "detail": exc.detail,
-            "field": field}
-
-
-def _validation_problem(exc: ValidationError, where: str) -> dict[str, Any]:
-    errors = []
-    for err in exc.errors(include_url=False):
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-        errors.append({"field": f"{where}{loc}", "message": err["msg"], "where": "body"})
-    first = errors[0]
-    return {"type": PROBLEM_BASE + "invalid-input", "title": "Invalid input", "status": 422,
-            "detail": f"{first['field']}: {first['message']}", "field": first["field"], "errors": errors}
-
-
-def _item_dataset(session: Session, settings: Settings, tenant: str, item: Any, where: str) -> Dataset:
-    if item.dataset_id is not None:
-        return datasets.get_dataset(session, tenant, item.dataset_id)
-    model = DatasetCreateSynthetic if "expression" in item.dataset else DatasetCreateArrays
-    request = model.model_validate(item.dataset)
-    return datasets.create_dataset(session, settings, tenant, request)
-
-
-def create_batch(session: Session, settings: Settings, tenant: str, body: BatchCreate, *,
-                 idempotency_key: str | None = None) -> tuple[Batch, list[Job]]:
-    """A dataset and a discovery per item; a bad item is rejected (with a problem naming its field)
-    and the others go ahead. Returns the batch and every candidate job to dispatch.
-
-    The batch row (and the Idempotency-Key record) is committed first, then each item in its own
-    transaction, the batch's `items` growing with it: a crash midway leaves a batch that lists what
-    was created. A retry with the same key and body returns the first request's batch."""
-    if len(body.items) > settings.max_batch_items:
-        raise InvalidInput(f"at most {settings.max_batch_items} items, got {len(body.items)}", field="items")
-    digest = idempotency.fingerprint(body.model_dump(mode="json"))
-    if idempotency_key and (earlier := idempotency.lookup(session, tenant, BATCHES_ENDPOINT, idempotency_key, digest)):
-        return get_owned(session, Batch, tenant, earlier, resource="batch"), []
-    budget = check_budget(settings, body.budget)
-    batch = Batch(id=new_id("bat"), tenant_id=tenant, budget=budget.model_dump(mode="json"), items=[])
-    session.add(batch)
-    if idempotency_key:
-        idempotency.remember(session, tenant, BATCHES_ENDPOINT, idempotency_key, digest, batch.id, status_code=202)
-    if winner := idempotency.commit_or_replay(session, tenant, BATCHES_ENDPOINT, idempotency_key, digest):
-        return get_owned(session, Batch, tenant, winner, resource="batch"), []
-    batch_id = batch.id
-    items: list[dict[str, Any]] = []
-    queued: list[Job] = []
-    for i, item in enumerate(body.items):
-        where = f"items[{i}]." + ("dataset" if item.dataset is not None else "dataset_id")
-        entry: dict[str, Any] = {"index": i, "status": "rejected", "dataset_id": None, "discovery_id": None,
-                                 "problem": None}
-        try:
-            dataset = _item_dataset(session, settings, tenant, item, where)
-            entry["dataset_id"] = dataset.id
-            parent, children = _add_discovery(session, settings, tenant, dataset, budget, body.options)
-        except ValidationError as exc:
-            session.rollback()
-            entry["problem"] = _validation_problem(exc, where)
-        except ServiceError as exc:
-            session.rollback()
-            entry["problem"] = _problem(exc, "items[{}]".format(i) if isinstance(exc, NotFound) else where)
-        else:
-            entry.update(status="accepted", discovery_id=parent.id)
-            queued.extend(children)
-        items.append(entry)
-        session.execute(update(Batch).where(Batch.id == batch_id).values(items=list(items)))
-        session.commit()
-    batch = session.get(Batch, batch_id, populate_existing=True)
-    log.info("batch %s: %d item(s), %d rejected", batch_id, len(items), sum(e["status"] == "rejected" for e in items))
-    return batch, queued
-
-
-def get_batch(session: Session, tenant: str, batch_id: str) -> BatchPublic:
-    batch = get_owned(session, Batch, tenant, batch_id, resource="batch")
-    ids = [e["discovery_id"] for e in batch.items if e["discovery_id"]]
-    parents = {j.id: j for j in session.scalars(select(Job).options(defer(Job.history)).where(Job.id.in_(ids)))}
-    items = []
-    for entry in batch.items:
-        parent = parents.get(entry["discovery_id"]) if entry["discovery_id"] else None
-        items.append(BatchItemPublic(
-            index=entry["index"], status=parent.status if parent is not None else "rejected",
-            dataset_id=entry["dataset_id"], discovery_id=entry["discovery_id"], problem=entry["problem"],
-            chosen=(parent.result or {}).get("chosen") if parent is not None else None,
-        ))
-    finished = all(p.status.is_final for p in parents.values())
-    return BatchPublic(id=batch.id, status="finished" if finished else "running", budget=batch.budget, items=items,
-                       created_at=batch.created_at)

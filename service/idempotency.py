@@ -1,20 +1,18 @@
-"""Idempotency-Key support for POST endpoints that create a resource (jobs, datasets, symbolic jobs).
+"""Idempotency-Key support for the POST endpoints that create a resource (datasets, jobs, symbolic
+jobs, discoveries, batches).
 
 A client that retries a POST with the same `Idempotency-Key` gets the resource the first request
 made instead of a second one. The key is scoped to (tenant, endpoint); the request body is
 fingerprinted, and reusing a key with a different body is an error (422, as the IETF
 Idempotency-Key draft recommends) rather than a silent replay of something the client did not ask for.
 
-Usage from a domain function (one transaction for the resource and its record):
+Every creator goes through `create_once` (one transaction for the resource and its record):
 
-    fingerprint = idempotency.fingerprint(body.model_dump(mode="json"))
-    if key and (existing := idempotency.lookup(session, tenant, ENDPOINT, key, fingerprint)):
-        return load(existing)
-    ... session.add(resource) ...
-    if key:
-        idempotency.remember(session, tenant, ENDPOINT, key, fingerprint, resource.id, status_code=202)
-    if winner := idempotency.commit_or_replay(session, tenant, ENDPOINT, key, fingerprint):
-        return load(winner)  # a concurrent request with the same key committed first
+    job, created = idempotency.create_once(
+        session, tenant, ENDPOINT, key, fingerprint(body.model_dump(mode="json")),
+        create=lambda: add_job(...),          # adds the resource to the session, returns it (not committed)
+        load=lambda job_id: get_job(...),     # the resource an earlier request made
+    )
 
 On SQLite the lookup runs inside a BEGIN IMMEDIATE transaction, so two requests with the same key
 are serialised. On PostgreSQL both may pass the lookup; the second insert then violates the record's
@@ -26,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Header
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +35,13 @@ from service.errors import InvalidInput
 from service.models import IdempotencyRecord
 
 log = logging.getLogger(__name__)
+
+
+class _Resource(Protocol):
+    id: str
+
+
+R = TypeVar("R", bound=_Resource)
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -94,3 +100,28 @@ def commit_or_replay(session: Session, tenant: str, endpoint: str, key: str | No
             raise
         session.commit()
         return winner
+
+
+def create_once(
+    session: Session, tenant: str, endpoint: str, key: str | None, request_hash: str, *,
+    create: Callable[[], R], load: Callable[[str], R], status_code: int = 202, build_unlocked: bool = False,
+) -> tuple[R, bool]:
+    """Create a resource once per Idempotency-Key: (the resource, True) when this call created it,
+    (the earlier request's resource, False) on a replay or when a concurrent request with the same key
+    won the race. Without a key it always creates.
+
+    `create` adds the resource to the session (it may raise; nothing is committed) and `load` reads one
+    by id. `build_unlocked`: end the lookup's transaction before `create`, for creators that compute
+    a while before they write (on SQLite the lookup holds the write lock); the race is then caught at
+    the commit instead."""
+    if key:
+        if (earlier := lookup(session, tenant, endpoint, key, request_hash)) is not None:
+            return load(earlier), False
+        if build_unlocked:
+            session.rollback()
+    resource = create()
+    if key:
+        remember(session, tenant, endpoint, key, request_hash, resource.id, status_code=status_code)
+    if (winner := commit_or_replay(session, tenant, endpoint, key, request_hash)) is not None:
+        return load(winner), False
+    return resource, True

@@ -22,13 +22,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.config import Settings
+from service.config import QUEUES, Settings
 from service.models import Job, JobStatus, Worker
 
 log = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "<unmatched>"
-QUEUES = ("cpu", "gpu")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 

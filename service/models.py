@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Enum, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from service.config import CPU_QUEUE
+
 DEFAULT_TENANT = "default"
 
 
@@ -84,7 +86,7 @@ class Job(Base):
     # a candidate's discovery job (no foreign key, as above)
     parent_job_id: Mapped[str | None] = mapped_column(String(40), index=True)
     config: Mapped[dict[str, Any]]  # validated JobCreate.model_dump(): model + pipeline stages
-    queue: Mapped[str] = mapped_column(String(16), default="cpu")  # cpu | gpu
+    queue: Mapped[str] = mapped_column(String(16), default=CPU_QUEUE)  # service.config.QUEUES
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

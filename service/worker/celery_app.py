@@ -1,7 +1,7 @@
 """Celery workers: job ids arrive over the broker (Redis); each job then runs exactly as on a local worker.
 
 The broker carries only job ids (JSON); the jobs table stays the source of truth. The task `kan.run_job`
-claims that one job with a compare-and-set (service.jobs.claim_job) and runs it with
+claims that one job with a compare-and-set (service.worker.jobstate.claim_job) and runs it with
 service.worker.runner.run_job: the same progress writes, cancellation, time limit and guarded finish
 as local workers. When the job is not queued any more (a duplicate or stale delivery, a cancelled
 job) the claim fails and the message is simply acknowledged.
@@ -23,8 +23,9 @@ Shutdown: SIGTERM on the main process (docker stop) starts Celery's warm shutdow
 the pool processes, whose running job stops at its next training step and goes back to the queue
 without spending an attempt, as on local workers; another worker's heartbeat sends it again.
 
-Queues: jobs of queue "cpu" go to the broker queue `<queue_prefix>cpu`, which every worker consumes;
-"gpu" jobs to `<queue_prefix>gpu`, consumed only by workers started with KAN_GPU_WORKER=true.
+Queues (service.config): jobs of queue "cpu" go to the broker queue `<queue_prefix>cpu`, which every
+worker consumes; "gpu" jobs to `<queue_prefix>gpu`, consumed only by workers with KAN_GPU_WORKER=true.
+The application's configuration is service.executors.celery.make_celery, shared with the API.
 """
 
 from __future__ import annotations
@@ -39,57 +40,24 @@ from typing import Any
 
 from celery import Celery, Task, signals
 from celery.exceptions import Reject
-from kombu import Queue
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import jobs
+from service import limits
 from service.config import Settings
+from service.executors.celery import TASK_NAME, CeleryExecutor, make_celery
+from service.worker import jobstate
 from service.worker.heartbeat import Heartbeat, new_worker_id
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "kan.run_job"
-QUEUES = ("cpu", "gpu")
-TIME_LIMIT_GRACE_S = 30.0   # soft limit = job_timeout_s + this; hard limit = soft limit + this
 CLAIM_RETRY_S = 5.0         # the database could not be reached to claim a job: try again this much later
 
 
-def queue_name(settings: Settings, queue: str) -> str:
-    """The broker queue of the jobs of `queue` ("cpu" or "gpu")."""
-    return f"{settings.queue_prefix}{queue}"
-
-
-def worker_queues(settings: Settings) -> list[str]:
-    return [queue_name(settings, q) for q in (QUEUES if settings.gpu_worker else QUEUES[:1])]
-
-
-def make_celery(settings: Settings) -> Celery:
-    """The Celery application, for the API (which only sends) and for workers alike."""
-    soft_limit = settings.job_timeout_s + TIME_LIMIT_GRACE_S
-    hard_limit = soft_limit + TIME_LIMIT_GRACE_S
-    app = Celery("kan", broker=settings.broker_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,  # no result backend: outcomes are in the jobs table
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_soft_time_limit=soft_limit,
-        task_time_limit=hard_limit,
-        task_queues=[Queue(queue_name(settings, q)) for q in QUEUES],
-        task_default_queue=queue_name(settings, "cpu"),
-        task_create_missing_queues=False,
-        # Redis redelivers a message that is unacknowledged this long; no job may run longer.
-        broker_transport_options={"visibility_timeout": hard_limit + 60, "socket_connect_timeout": 3},
-        broker_connection_timeout=3,
-        broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,  # service.cli configures logging
-        worker_send_task_events=False,
-    )
+def make_worker_app(settings: Settings) -> Celery:
+    """The Celery application (service.executors.celery.make_celery) with the task workers run."""
+    app = make_celery(settings)
     app.task(name=TASK_NAME, bind=True)(_run_job_task)
     return app
 
@@ -107,7 +75,7 @@ class PoolProcess:
     session_factory: sessionmaker[Session]
     worker_id: str
     stopping: threading.Event = field(default_factory=threading.Event)
-    current: jobs.Claim | None = None
+    current: jobstate.Claim | None = None
     heartbeat: Heartbeat | None = None
     term_handler_installed: bool = False
 
@@ -125,7 +93,7 @@ def _run_job_task(task: Task, job_id: str) -> None:
         raise Reject("this worker is shutting down", requeue=True)
     try:
         with process.session_factory() as session:
-            claim = jobs.claim_job(session, process.worker_id, job_id)
+            claim = jobstate.claim_job(session, process.worker_id, job_id)
     except SQLAlchemyError as exc:
         log.warning("job %s: could not claim it (%s); trying again in %g s", job_id, exc, CLAIM_RETRY_S)
         raise task.retry(exc=exc, countdown=CLAIM_RETRY_S, max_retries=None) from exc
@@ -147,11 +115,11 @@ def _init_pool_process(**_: Any) -> None:
     import torch
 
     from service.db import make_engine, make_session_factory
-    from service.executors.celery import CeleryExecutor
 
     settings = _settings
     assert settings is not None, "run_celery_worker sets the settings before the pool starts"
     os.nice(settings.worker_nice)  # as local workers: training runs on what the API (if here) leaves
+    limits.cap_process_memory(settings)  # as local workers: a runaway job fails alone
     torch.set_num_threads(settings.torch_threads)
     engine = make_engine(settings)
     process = PoolProcess(settings, engine, make_session_factory(engine), new_worker_id())
@@ -207,9 +175,14 @@ def _pass_on_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
                 pass
 
 
+def broker_queues(settings: Settings) -> list[str]:
+    """The broker queues this worker consumes."""
+    return [settings.broker_queue(q) for q in settings.worker_queues]
+
+
 def worker_argv(settings: Settings, concurrency: int) -> list[str]:
     return [
-        "worker", "--pool=prefork", f"--concurrency={concurrency}", f"--queues={','.join(worker_queues(settings))}",
+        "worker", "--pool=prefork", f"--concurrency={concurrency}", f"--queues={','.join(broker_queues(settings))}",
         f"--hostname=kan-{os.getpid()}@%h", f"--loglevel={settings.log_level.upper()}",
         "--without-gossip", "--without-mingle",  # the jobs table already says who does what
     ]
@@ -222,7 +195,7 @@ def run_celery_worker(settings: Settings, concurrency: int) -> None:
     signals.worker_process_init.connect(_init_pool_process, weak=False)
     signals.worker_process_shutdown.connect(_shutdown_pool_process, weak=False)
     signals.worker_shutting_down.connect(_pass_on_shutdown, weak=False)
-    app = make_celery(settings)
+    app = make_worker_app(settings)
     log.info("starting a Celery worker: %d pool process(es), queues %s", concurrency,
-             ",".join(worker_queues(settings)))
+             ",".join(broker_queues(settings)))
     app.worker_main(argv=worker_argv(settings, concurrency))

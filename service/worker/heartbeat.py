@@ -3,7 +3,7 @@
 `Heartbeat.start()` registers the worker in the workers table, then every heartbeat_interval_s the
 thread
 - stamps the worker's row and its current job (so nobody takes the job for lost);
-- runs the reaper (service.jobs.reap): jobs whose worker went silent are re-queued, failed or
+- runs the reaper (service.worker.jobstate.reap): jobs whose worker went silent are re-queued, failed or
   cancelled; every worker does this, each change is a compare-and-set;
 - sends again the queued jobs whose ids did not reach a worker (service.dispatch.redispatch): the
   jobs the reaper just re-queued, and those the API could not send; a no-op for the local executor;
@@ -22,10 +22,11 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import discovery, dispatch, jobs
+from service import discovery, dispatch
 from service.config import Settings
 from service.db import session_scope
 from service.executors.base import Executor
+from service.worker import jobstate
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def new_worker_id() -> str:
 
 class Heartbeat:
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session], worker_id: str, *, kind: str,
-                 current: Callable[[], jobs.Claim | None], executor: Executor,
+                 current: Callable[[], jobstate.Claim | None], executor: Executor,
                  on_beat: Callable[[], None] | None = None):
         self.settings = settings
         self.session_factory = session_factory
@@ -61,22 +62,22 @@ class Heartbeat:
             self._thread.join(timeout=self.settings.heartbeat_interval_s + 5)
         try:
             with session_scope(self.session_factory) as session:
-                jobs.unregister_worker(session, self.worker_id)
+                jobstate.unregister_worker(session, self.worker_id)
         except Exception:  # the reaper forgets a silent worker anyway
             log.exception("worker %s: could not unregister", self.worker_id)
 
     def _register(self) -> None:
         with self.session_factory() as session:
-            jobs.register_worker(session, self.worker_id, kind=self.kind, hostname=socket.gethostname(),
+            jobstate.register_worker(session, self.worker_id, kind=self.kind, hostname=socket.gethostname(),
                                  pid=os.getpid())
 
     def beat(self) -> None:
         """One beat (what the thread does every heartbeat_interval_s)."""
         with self.session_factory() as session:
-            if not jobs.heartbeat(session, self.worker_id, self.current()):
+            if not jobstate.heartbeat(session, self.worker_id, self.current()):
                 log.warning("worker %s was presumed dead; registering again", self.worker_id)
                 self._register()
-            jobs.reap(session, self.settings)
+            jobstate.reap(session, self.settings)
             discovery.advance_all(session, self.settings)  # deadlines of discoveries
             dispatch.redispatch(session, self.settings, self.executor)
 

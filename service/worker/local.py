@@ -9,9 +9,9 @@ Each worker process (`LocalWorker`):
 - sets torch's intra-op threads to settings.torch_threads (n workers x threads <= cores);
 - registers itself in the workers table and runs a heartbeat thread (service.worker.heartbeat) that
   stamps its Worker row and its current job every heartbeat_interval_s, and runs the reaper
-  (service.jobs.reap), so jobs of workers that died are re-queued by the survivors;
-- claims the oldest queued job of its queues ("cpu", plus "gpu" when settings.gpu_worker) with an
-  atomic compare-and-set and runs it (service.worker.runner);
+  (service.worker.jobstate.reap), so jobs of workers that died are re-queued by the survivors;
+- claims the oldest queued job of its queues (settings.worker_queues: "cpu", plus "gpu" on a GPU
+  worker) with an atomic compare-and-set and runs it (service.worker.runner);
 - on SIGTERM / SIGINT stops its job at the next training step, puts it back in the queue without
   counting the attempt, unregisters and exits. It also exits when its supervisor disappears;
 - under a supervisor, ends itself when its job is stuck past its time limit or a cancel in a step
@@ -31,10 +31,11 @@ from types import FrameType
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import jobs
+from service import limits
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.executors import make_executor
+from service.worker import jobstate
 from service.worker.heartbeat import Heartbeat, new_worker_id
 from service.worker.watchdog import StuckJobWatchdog
 
@@ -44,10 +45,6 @@ STOP_GRACE_S = 30.0      # how long a stopping supervisor waits for a worker bef
 RESTART_DELAY_S = 1.0    # pause before a dead worker process is replaced
 
 
-def worker_queues(settings: Settings) -> list[str]:
-    return ["cpu", "gpu"] if settings.gpu_worker else ["cpu"]
-
-
 class LocalWorker:
     """One worker: claim, run, repeat. `run()` blocks until `stop()` (or SIGTERM in `run_worker`)."""
 
@@ -55,9 +52,9 @@ class LocalWorker:
         self.settings = settings
         self.kind = kind
         self.id = new_worker_id()
-        self.queues = worker_queues(settings)
+        self.queues = settings.worker_queues
         self.stopping = threading.Event()
-        self.current: jobs.Claim | None = None
+        self.current: jobstate.Claim | None = None
         self._parent_pid = os.getppid() if watch_parent else None
 
     def stop(self) -> None:
@@ -82,7 +79,7 @@ class LocalWorker:
             while not self.stopping.is_set():
                 try:
                     with factory() as session:
-                        claim = jobs.claim_next(session, self.id, self.queues)
+                        claim = jobstate.claim_next(session, self.id, self.queues)
                 except SQLAlchemyError:  # database busy or away: wait, then look again
                     log.exception("worker %s: could not look for jobs", self.id)
                     self.stopping.wait(self.settings.heartbeat_interval_s)
@@ -133,6 +130,7 @@ def _pool_child(settings: Settings) -> None:
     # training takes a whole core per worker; at a lower priority it runs on what the API leaves, so
     # a busy API keeps its latency and an idle one costs training nothing
     os.nice(settings.worker_nice)
+    limits.cap_process_memory(settings)  # a runaway job fails alone instead of starving the machine
     run_worker(settings, watch_parent=True)
 
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service import jobs
 from service.config import Settings
+from service.worker import jobstate
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ class StuckJobWatchdog:
     """`check()` once per heartbeat; ends the process through `exit` when the current job overstays."""
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
-                 current: Callable[[], jobs.Claim | None], *, clock: Callable[[], float] = time.monotonic,
+                 current: Callable[[], jobstate.Claim | None], *, clock: Callable[[], float] = time.monotonic,
                  exit: Callable[[int], object] = os._exit):
         self.settings = settings
         self.session_factory = session_factory
         self.current = current
         self.clock = clock
         self.exit = exit
-        self._claim: jobs.Claim | None = None
+        self._claim: jobstate.Claim | None = None
         self._started = 0.0
         self._due: float | None = None  # when the current job should have stopped
 
@@ -56,7 +56,7 @@ class StuckJobWatchdog:
         if claim != self._claim:  # a new job: its clock starts at its first beat
             self._claim, self._started, self._due = claim, now, None
         with self.session_factory() as session:
-            reason = jobs.stop_reason(session, claim)
+            reason = jobstate.stop_reason(session, claim)
         if reason == "lost":
             return None
         if reason is None and now - self._started >= self.settings.job_timeout_s:
@@ -69,19 +69,19 @@ class StuckJobWatchdog:
             return None
         return reason if self._end(claim, reason, now - self._due) else None
 
-    def _end(self, claim: jobs.Claim, reason: str, overdue: float) -> bool:
+    def _end(self, claim: jobstate.Claim, reason: str, overdue: float) -> bool:
         """Write the outcome and end the process; False (nothing done) when the job ended meanwhile."""
         with self.session_factory() as session:
             if reason == "cancel":
-                ended = jobs.finish_cancelled(session, claim)
+                ended = jobstate.finish_cancelled(session, claim)
             else:
-                ended = jobs.finish_failed(
+                ended = jobstate.finish_failed(
                     session, claim, "JobTimeout",
-                    f"{jobs.timeout_detail(self.settings)} and was still in a step that cannot be interrupted "
+                    f"{jobstate.timeout_detail(self.settings)} and was still in a step that cannot be interrupted "
                     f"{overdue:.1f} s later; its worker process was restarted")
             if not ended:  # the runner finished it a moment ago: nothing is stuck
                 return False
-            jobs.unregister_worker(session, claim.worker_id)  # its replacement registers under a new id
+            jobstate.unregister_worker(session, claim.worker_id)  # its replacement registers under a new id
         log.error("job %s did not stop %.1f s after it was asked to (%s); ending worker process %d",
                   claim.job_id, overdue, reason, os.getpid())
         self.exit(EXIT_STUCK_JOB)

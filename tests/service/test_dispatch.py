@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import select, update
 
 from jobs_support import FAST, insert_dataset, tiny_pipeline
-from service import dispatch, jobs
+from service import dispatch
 from service.executors.base import DispatchError, Executor
 from service.models import Job, JobStatus, utcnow
+from service.worker import jobstate
 
 
 class RecordingExecutor(Executor):
@@ -65,14 +66,14 @@ def _job(session_factory, job_id: str) -> Job:
 def test_claim_job_claims_that_job_once(client, session_factory, executor, dataset_id):
     first, second = _post(client, dataset_id), _post(client, dataset_id)
     with session_factory() as session:
-        claim = jobs.claim_job(session, "w1", second)
-        assert claim == jobs.Claim(second, "w1", 1)
-        assert jobs.claim_job(session, "w2", second) is None  # a second delivery of the same id
-        assert jobs.claim_job(session, "w2", "job_missing") is None
+        claim = jobstate.claim_job(session, "w1", second)
+        assert claim == jobstate.Claim(second, "w1", 1)
+        assert jobstate.claim_job(session, "w2", second) is None  # a second delivery of the same id
+        assert jobstate.claim_job(session, "w2", "job_missing") is None
     assert _job(session_factory, first).status is JobStatus.queued  # only the job named was taken
     client.post(f"/v1/jobs/{first}/cancel")
     with session_factory() as session:
-        assert jobs.claim_job(session, "w2", first) is None  # cancelled while its id was on its way
+        assert jobstate.claim_job(session, "w2", first) is None  # cancelled while its id was on its way
 
 
 def test_claim_job_race_between_threads_has_one_winner(client, session_factory, executor, dataset_id):
@@ -84,7 +85,7 @@ def test_claim_job_race_between_threads_has_one_winner(client, session_factory, 
         barrier.wait()
         for job_id in ids:
             with session_factory() as session:
-                if jobs.claim_job(session, worker, job_id):
+                if jobstate.claim_job(session, worker, job_id):
                     wins.append((job_id, worker))
 
     threads = [threading.Thread(target=deliver, args=(f"w{i}",)) for i in range(6)]
@@ -127,10 +128,10 @@ def test_a_job_the_broker_did_not_take_is_queued_and_sent_later(client, session_
 def test_reaper_requeued_job_is_sent_again_once(client, session_factory, settings, executor, dataset_id):
     job_id = _post(client, dataset_id)
     with session_factory() as session:
-        jobs.claim_job(session, "dead-worker", job_id)
+        jobstate.claim_job(session, "dead-worker", job_id)
     silent = utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1)
     with session_factory() as session:
-        assert jobs.reap(session, settings, now=silent).requeued == [job_id]
+        assert jobstate.reap(session, settings, now=silent).requeued == [job_id]
     assert _job(session_factory, job_id).dispatched_at is None
     sent: list[list[str]] = []
     barrier = threading.Barrier(4)
@@ -150,7 +151,7 @@ def test_reaper_requeued_job_is_sent_again_once(client, session_factory, setting
     assert sorted(map(len, sent)) == [0, 0, 0, 1]
     assert executor.sent == [(job_id, "cpu"), (job_id, "cpu")]  # the API's send, then one re-send
     with session_factory() as session:
-        assert jobs.claim_job(session, "alive-worker", job_id).attempt == 2
+        assert jobstate.claim_job(session, "alive-worker", job_id).attempt == 2
 
 
 def test_a_job_still_queued_long_after_its_send_is_sent_again(client, session_factory, settings, executor,
@@ -159,7 +160,7 @@ def test_a_job_still_queued_long_after_its_send_is_sent_again(client, session_fa
     sent_at = _job(session_factory, job_id).dispatched_at
     running = _post(client, dataset_id)
     with session_factory() as session:
-        jobs.claim_job(session, "w", running)
+        jobstate.claim_job(session, "w", running)
         before = sent_at + timedelta(seconds=settings.redispatch_after_s - 1)
         assert dispatch.redispatch(session, settings, executor, now=before) == []
         after = sent_at + timedelta(seconds=settings.redispatch_after_s + 1)

@@ -17,11 +17,11 @@ from jobs_support import FAST, assert_problem, insert_dataset, tiny_pipeline
 from kan_core import io as kan_io
 from kan_core.model import KAN
 from kan_core.pipeline import PipelineConfig
-from service import jobs
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.ids import new_id
 from service.models import IdempotencyRecord, Job, JobStatus, Model, Worker, utcnow
+from service.worker import jobstate
 
 
 @pytest.fixture
@@ -38,9 +38,9 @@ def _post(client: TestClient, body: dict, key: str | None = None):
     return client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key} if key else {})
 
 
-def _claim(session_factory, worker_id: str = "w1") -> jobs.Claim | None:
+def _claim(session_factory, worker_id: str = "w1") -> jobstate.Claim | None:
     with session_factory() as session:
-        return jobs.claim_next(session, worker_id, ["cpu"])
+        return jobstate.claim_next(session, worker_id, ["cpu"])
 
 
 def _job(session_factory, job_id: str) -> Job:
@@ -212,14 +212,14 @@ def test_cancel_running_job_asks_its_worker(client, session_factory, dataset_id)
     job_id = _post(client, {"dataset_id": dataset_id}).json()["id"]
     claim = _claim(session_factory)
     with session_factory() as session:
-        assert jobs.stop_reason(session, claim) is None
+        assert jobstate.stop_reason(session, claim) is None
     r = client.post(f"/v1/jobs/{job_id}/cancel")
     assert r.status_code == 202
     assert r.json()["status"] == "running" and r.json()["cancel_requested"] is True
     assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202  # asking twice is fine
     with session_factory() as session:
-        assert jobs.stop_reason(session, claim) == "cancel"
-        assert jobs.finish_cancelled(session, claim)
+        assert jobstate.stop_reason(session, claim) == "cancel"
+        assert jobstate.finish_cancelled(session, claim)
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
     assert_problem(client.post(f"/v1/jobs/{job_id}/cancel"), 409)
 
@@ -235,7 +235,7 @@ def test_claim_takes_the_oldest_job_of_the_worker_queues(client, session_factory
     claims = [_claim(session_factory) for _ in range(3)]
     assert [c.job_id if c else None for c in claims] == [first, second, None]
     with session_factory() as session:
-        assert jobs.claim_next(session, "gpu-worker", ["cpu", "gpu"]).job_id == gpu
+        assert jobstate.claim_next(session, "gpu-worker", ["cpu", "gpu"]).job_id == gpu
     job = client.get(f"/v1/jobs/{first}").json()
     assert job["status"] == "running" and job["attempts"] == 1 and job["started_at"] and job["heartbeat_at"]
 
@@ -247,7 +247,7 @@ def _claim_all(url: str, worker: str, out: list | None = None) -> list[str]:
     got = []
     while True:
         with session_factory() as session:
-            claim = jobs.claim_next(session, worker, ["cpu"])
+            claim = jobstate.claim_next(session, worker, ["cpu"])
         if claim is None:
             break
         got.append(claim.job_id)
@@ -301,18 +301,18 @@ def test_a_stale_claim_cannot_write(client, session_factory, settings, dataset_i
     zombie = _claim(session_factory, "zombie")
     later = utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1)
     with session_factory() as session:
-        assert jobs.reap(session, settings, now=later).requeued == [job_id]
+        assert jobstate.reap(session, settings, now=later).requeued == [job_id]
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     alive = _claim(session_factory, "alive")
     assert (alive.job_id, alive.attempt) == (job_id, 2)
     with session_factory() as session:
         # the zombie finishes late: nothing it writes lands, no model is made
-        assert jobs.stop_reason(session, zombie) == "lost"
-        assert not jobs.record_progress(session, zombie, {"stage": "x"}, [{"step": 1}])
-        assert not jobs.finish_succeeded(session, zombie, _model_row(job_id, dataset_id), None)
-        assert not jobs.finish_failed(session, zombie, "Boom", "late")
-        assert jobs.finish_succeeded(session, alive, _model_row(job_id, dataset_id), None)
-        assert not jobs.finish_succeeded(session, alive, _model_row(job_id, dataset_id), None)
+        assert jobstate.stop_reason(session, zombie) == "lost"
+        assert not jobstate.record_progress(session, zombie, {"stage": "x"}, [{"step": 1}])
+        assert not jobstate.finish_succeeded(session, zombie, _model_row(job_id, dataset_id), None)
+        assert not jobstate.finish_failed(session, zombie, "Boom", "late")
+        assert jobstate.finish_succeeded(session, alive, _model_row(job_id, dataset_id), None)
+        assert not jobstate.finish_succeeded(session, alive, _model_row(job_id, dataset_id), None)
         assert session.scalar(select(func.count()).select_from(Model)) == 1
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "succeeded" and job["attempts"] == 2 and job["model_id"]
@@ -325,7 +325,7 @@ def test_reaper_fails_a_job_after_max_attempts_and_cancels_when_asked(client, se
         assert claim.attempt == attempt
         later = utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1)
         with session_factory() as session:
-            jobs.reap(session, settings, now=later)
+            jobstate.reap(session, settings, now=later)
     job = client.get(f"/v1/jobs/{doomed}").json()
     assert job["status"] == "failed" and job["error"]["type"] == "WorkerLost"
     assert f"{settings.max_attempts} attempt" in job["error"]["detail"]
@@ -334,20 +334,20 @@ def test_reaper_fails_a_job_after_max_attempts_and_cancels_when_asked(client, se
     _claim(session_factory)
     client.post(f"/v1/jobs/{wanted_gone}/cancel")
     with session_factory() as session:
-        jobs.reap(session, settings, now=utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1))
+        jobstate.reap(session, settings, now=utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1))
     assert client.get(f"/v1/jobs/{wanted_gone}").json()["status"] == "cancelled"
 
 
 def test_heartbeats_keep_a_job_and_silent_workers_are_forgotten(client, session_factory, settings, dataset_id):
     job_id = _post(client, {"dataset_id": dataset_id}).json()["id"]
     with session_factory() as session:
-        jobs.register_worker(session, "w1", kind="local", hostname="h", pid=1)
+        jobstate.register_worker(session, "w1", kind="local", hostname="h", pid=1)
     claim = _claim(session_factory, "w1")
     with session_factory() as session:
-        jobs.heartbeat(session, "w1", claim)
-        assert not jobs.reap(session, settings)  # fresh heartbeat: nothing to do
+        jobstate.heartbeat(session, "w1", claim)
+        assert not jobstate.reap(session, settings)  # fresh heartbeat: nothing to do
         assert session.get(Worker, "w1") is not None
-        jobs.reap(session, settings, now=utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1))
+        jobstate.reap(session, settings, now=utcnow() + timedelta(seconds=settings.heartbeat_timeout_s + 1))
         assert session.get(Worker, "w1", populate_existing=True) is None
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
 
@@ -356,7 +356,7 @@ def test_release_requeues_without_spending_an_attempt(client, session_factory, d
     job_id = _post(client, {"dataset_id": dataset_id}).json()["id"]
     claim = _claim(session_factory)
     with session_factory() as session:
-        assert jobs.release(session, claim)
+        assert jobstate.release(session, claim)
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert (job["status"], job["attempts"], job["started_at"]) == ("queued", 0, None)
     assert _claim(session_factory).attempt == 1
@@ -369,8 +369,8 @@ def test_overdue_job_is_failed_by_the_reaper(client, session_factory, settings, 
     with session_factory() as session:
         session.execute(Job.__table__.update().where(Job.id == job_id).values(heartbeat_at=later))
         session.commit()
-        assert jobs.reap(session, settings, now=later).failed == [job_id]
-        assert not jobs.finish_succeeded(session, claim, _model_row(job_id, dataset_id), None)
+        assert jobstate.reap(session, settings, now=later).failed == [job_id]
+        assert not jobstate.finish_succeeded(session, claim, _model_row(job_id, dataset_id), None)
     assert client.get(f"/v1/jobs/{job_id}").json()["error"]["type"] == "JobTimeout"
 
 
@@ -402,10 +402,10 @@ def test_progress_history_and_events_follow_the_job(client, session_factory, dat
             point = {"stage": "train", "stage_index": 0, "step": step, "train_rmse": 1.0 / step,
                      "test_rmse": 2.0 / step, "reg": 0.0}
             with session_factory() as session:
-                jobs.record_progress(session, claim, {**progress, "step": step, "train_rmse": 1.0 / step,
+                jobstate.record_progress(session, claim, {**progress, "step": step, "train_rmse": 1.0 / step,
                                                       "test_rmse": 2.0 / step}, [point])
         with session_factory() as session:
-            jobs.finish_succeeded(session, claim, _model_row(job_id, dataset_id), None)
+            jobstate.finish_succeeded(session, claim, _model_row(job_id, dataset_id), None)
 
     worker = threading.Thread(target=work)
     worker.start()
@@ -434,7 +434,7 @@ def parent_model(client, session_factory, dataset_id) -> str:
     claim = _claim(session_factory)
     row = _model_row(job_id, dataset_id)
     with session_factory() as session:
-        assert jobs.finish_succeeded(session, claim, row, None)
+        assert jobstate.finish_succeeded(session, claim, row, None)
     return row.id
 
 

@@ -22,9 +22,9 @@ from fastapi.testclient import TestClient
 
 from jobs_support import assert_problem, insert_dataset, tiny_pipeline
 from security_support import seed_tenant
-from service import jobs
 from service.app import create_app
 from service.config import Settings
+from service.worker import jobstate
 from service.worker.runner import run_job
 
 LIMITS = {"max_body_bytes": 64 * 1024, "max_rows": 50, "max_columns": 4, "max_width": 8, "max_layers": 3,
@@ -199,7 +199,7 @@ def test_a_job_past_its_time_limit_fails_with_job_timeout(make_settings: Callabl
         dataset = insert_dataset(factory)
         job_id = client.post("/v1/jobs", json={"dataset_id": dataset, **tiny_pipeline(20_000)}).json()["id"]
         with factory() as session:
-            claim = jobs.claim_next(session, "test-worker", ["cpu"])
+            claim = jobstate.claim_next(session, "test-worker", ["cpu"])
         assert claim is not None and claim.job_id == job_id
         started = time.monotonic()
         run_job(factory, settings, claim, shutdown=threading.Event())

@@ -17,12 +17,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select
 
 from jobs_support import insert_dataset, tiny_pipeline
-from service import jobs, migrate
+from service import migrate
 from service.app import create_app
 from service.config import Settings
 from service.db import make_engine, make_session_factory
 from service.ids import new_id
 from service.models import Base, Job
+from service.worker import jobstate
 
 pytestmark = pytest.mark.postgres
 
@@ -97,10 +98,10 @@ def _claim_all(url: str, worker: str, delivered: list[str] | None = None) -> lis
     got: list[str] = []
     with factory() as session:
         if delivered is None:
-            while claim := jobs.claim_next(session, worker, ["cpu"]):
+            while claim := jobstate.claim_next(session, worker, ["cpu"]):
                 got.append(claim.job_id)
         else:
-            got = [job_id for job_id in delivered if jobs.claim_job(session, worker, job_id)]
+            got = [job_id for job_id in delivered if jobstate.claim_job(session, worker, job_id)]
     engine.dispose()
     return got
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from jobs_support import FAST, insert_dataset, tiny_pipeline
-from service import jobs
 from service.config import Settings
 from service.models import Job, JobStatus, Worker
+from service.worker import jobstate
 from service.worker.watchdog import EXIT_STUCK_JOB, StuckJobWatchdog
 
 TIMEOUT_S, GRACE_S = 10.0, 5.0
@@ -29,8 +29,8 @@ class Harness:
         dataset = insert_dataset(session_factory)
         self.job_id = client.post("/v1/jobs", json={"dataset_id": dataset, **tiny_pipeline()}).json()["id"]
         with session_factory() as session:
-            jobs.register_worker(session, "w1", kind="local", hostname="test", pid=1)
-            self.claim: jobs.Claim | None = jobs.claim_next(session, "w1", ["cpu"])
+            jobstate.register_worker(session, "w1", kind="local", hostname="test", pid=1)
+            self.claim: jobstate.Claim | None = jobstate.claim_next(session, "w1", ["cpu"])
         assert self.claim is not None and self.claim.job_id == self.job_id
         self.now = 1000.0
         self.exits: list[int] = []
@@ -80,7 +80,7 @@ def test_a_job_that_ends_in_time_or_moves_on_is_left_alone(harness: Harness, ses
     assert harness.at(0.0) is None
     assert harness.at(TIMEOUT_S) is None  # due now
     with session_factory() as session:  # the runner noticed the limit at its next step, as it should
-        assert jobs.finish_failed(session, harness.claim, "JobTimeout", "the job ran longer than its time limit")
+        assert jobstate.finish_failed(session, harness.claim, "JobTimeout", "the job ran longer than its time limit")
     assert harness.at(TIMEOUT_S + 10 * GRACE_S) is None and harness.exits == []  # no longer ours: "lost"
     assert harness.job().error["detail"] == "the job ran longer than its time limit"
 
@@ -91,10 +91,10 @@ def test_a_job_that_ends_in_time_or_moves_on_is_left_alone(harness: Harness, ses
 def test_each_job_gets_its_own_clock(harness: Harness, client, session_factory) -> None:
     assert harness.at(0.0) is None
     with session_factory() as session:
-        assert jobs.finish_cancelled(session, harness.claim)
+        assert jobstate.finish_cancelled(session, harness.claim)
     second = client.post("/v1/jobs", json={"dataset_id": harness.job().dataset_id, **tiny_pipeline()}).json()["id"]
     with session_factory() as session:
-        harness.claim = jobs.claim_next(session, "w1", ["cpu"])
+        harness.claim = jobstate.claim_next(session, "w1", ["cpu"])
     assert harness.claim.job_id == second
     # the first job started at 0; the second is first seen at TIMEOUT_S - 1 and is not yet due at TIMEOUT_S + GRACE_S
     assert harness.at(TIMEOUT_S - 1) is None

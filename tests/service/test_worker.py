@@ -15,8 +15,8 @@ from sqlalchemy import func, select
 
 from jobs_support import FAST, insert_dataset, tiny_pipeline, wait_for
 from kan_core.pipeline import ProgressEvent
-from service import jobs
 from service.models import Job, Model
+from service.worker import jobstate
 from service.worker.local import WorkerPool
 from service.worker.runner import ProgressReporter, StopSignal
 
@@ -77,7 +77,7 @@ def _event(step: int, phase: str = "step") -> ProgressEvent:
 def test_progress_is_throttled_but_history_is_complete(client, session_factory, dataset_id):
     job_id = _submit(client, dataset_id, tiny_pipeline())
     with session_factory() as session:
-        claim = jobs.claim_next(session, "w", ["cpu"])
+        claim = jobstate.claim_next(session, "w", ["cpu"])
     now = [0.0]
     reporter = ProgressReporter(session_factory, claim, interval_s=0.25, clock=lambda: now[0])
     reporter(_event(0, "start"))
@@ -96,7 +96,7 @@ def test_progress_is_throttled_but_history_is_complete(client, session_factory, 
 def test_stop_signal_reasons(client, session_factory, dataset_id):
     job_id = _submit(client, dataset_id, tiny_pipeline())
     with session_factory() as session:
-        claim = jobs.claim_next(session, "w", ["cpu"])
+        claim = jobstate.claim_next(session, "w", ["cpu"])
     now, shutdown = [0.0], threading.Event()
     stop = StopSignal(session_factory, claim, deadline=10.0, shutdown=shutdown, interval_s=0.05, clock=lambda: now[0])
     assert not stop()
