@@ -3,7 +3,7 @@
 #
 #   docker build -t kan-service .                                   # CPU image
 #   docker build -t kan-service:cuda \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (see README)
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .   # CUDA image (docs/deployment.md)
 #   docker compose -f docker/compose.yaml up -d --build              # API + Celery workers + Redis + PostgreSQL
 #
 # Build arguments, for machines without Docker Hub or the PyTorch index (docker/local-images.sh makes

@@ -10,7 +10,7 @@
 
 Workers are local worker processes (service.worker.local), or with KAN_EXECUTOR=celery one Celery
 worker with N prefork pool processes (service.worker.celery_app). Configuration comes from the
-environment (KAN_*, see README); the options override it. Logging is configured here and only here.
+environment (KAN_*, see docs/configuration.md); the options override it. Logging is configured here and only here.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def cmd_settings(_settings: Settings, _args: argparse.Namespace) -> int:
 
 def settings_reference() -> str:
     """Every Settings field as a Markdown table row: name, environment variable, default, meaning.
-    README.md's configuration section is this output (a test keeps the two in sync)."""
+    docs/configuration.md's settings table is this output (tests/service/test_docs.py keeps the two in sync)."""
     prefix = Settings.model_config.get("env_prefix", "")
     rows = ["| Setting | Environment variable | Default | Meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
