@@ -14,12 +14,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.ids import new_id
 from service.models import Dataset
 
-FAST = {  # Settings for tests: workers notice jobs, beat and give up on silent peers quickly
+FAST = {  # Settings for tests: workers notice jobs and beat quickly
     "poll_interval_s": 0.05,
     "heartbeat_interval_s": 0.2,
-    "heartbeat_timeout_s": 2.0,
+    # A worker's beats can stall for seconds on a loaded machine (a niced process, a busy SQLite
+    # lock): a short timeout would have its peers re-queue a live worker's job. Tests that kill a
+    # worker use REAP_FAST, with only one live worker left (one never reaps its own job: it stamps
+    # its heartbeat before it reaps).
+    "heartbeat_timeout_s": 60.0,
     "torch_threads": 1,
 }
+REAP_FAST = {**FAST, "heartbeat_timeout_s": 2.0}  # a killed worker's job is re-queued within seconds
 
 
 def insert_dataset(

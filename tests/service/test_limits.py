@@ -8,7 +8,6 @@ long before the client has finished sending it.
 from __future__ import annotations
 
 import json
-import select
 import socket
 import threading
 import time
@@ -47,7 +46,7 @@ def server(app: FastAPI) -> Iterator[tuple[str, int]]:
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a hang guard: starting takes well under a second unloaded
     while not uv.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
@@ -77,10 +76,9 @@ def test_a_declared_oversized_body_is_refused_before_it_is_sent(server: tuple[st
     with socket.create_connection(server, timeout=5) as conn:
         conn.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 10000000000\r\n\r\n")  # 10 GB announced, none of it sent
-        started = time.monotonic()
-        response = _read_response(conn, timeout=5)
+        response = _read_response(conn, timeout=60)
+    # answered although none of the body was ever sent: the server did not wait for it
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
-    assert time.monotonic() - started < 2  # answered at once: the server never waited for the body
     head, _, body = response.partition(b"\r\n\r\n")
     assert b"application/problem+json" in head and b"connection: close" in head.lower()
     assert json.loads(body)["max_body_bytes"] == LIMITS["max_body_bytes"]
@@ -93,18 +91,16 @@ def test_a_chunked_body_is_cut_off_just_past_the_limit(server: tuple[str, int]) 
     with socket.create_connection(server, timeout=5) as conn:
         conn.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
-        while sent < 100 * LIMITS["max_body_bytes"]:  # the client would go on for 6.4 MB
-            if select.select([conn], [], [], 0)[0]:
-                break  # the server answered
+        while sent <= LIMITS["max_body_bytes"]:  # just past the limit, then nothing: the body never ends
             try:
                 conn.sendall(framed)
             except (BrokenPipeError, ConnectionResetError):
                 break
             sent += len(chunk)
-            time.sleep(0.001)
-        response = _read_response(conn, timeout=5)
+        response = _read_response(conn, timeout=60)
+    # answered while the body was still coming (its last chunk never sent): cut off just past the limit,
+    # however fast the server reads (waiting for the rest would time the read out)
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
-    assert sent < 4 * LIMITS["max_body_bytes"], sent  # refused while the body was still coming
 
 
 def test_a_body_under_the_limit_is_read(server: tuple[str, int]) -> None:
@@ -201,9 +197,7 @@ def test_a_job_past_its_time_limit_fails_with_job_timeout(make_settings: Callabl
         with factory() as session:
             claim = jobstate.claim_next(session, "test-worker", ["cpu"])
         assert claim is not None and claim.job_id == job_id
-        started = time.monotonic()
-        run_job(factory, settings, claim, shutdown=threading.Event())
-        assert time.monotonic() - started < 10
+        run_job(factory, settings, claim, shutdown=threading.Event())  # returns: minutes of training cut short
         job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "failed" and job["error"]["type"] == "JobTimeout", job
     assert job["model_id"] is None

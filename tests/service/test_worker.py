@@ -13,7 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from jobs_support import FAST, insert_dataset, tiny_pipeline, wait_for
+from jobs_support import FAST, REAP_FAST, insert_dataset, tiny_pipeline, wait_for
 from kan_core.pipeline import ProgressEvent
 from service.models import Job, Model
 from service.worker import jobstate
@@ -153,7 +153,7 @@ def test_cancel_stops_a_running_job_within_a_step(client, session_factory, setti
         job_id = _submit(client, dataset_id, LONG)
         _wait_training(client, job_id, min_step=5)
         assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
-        job = _wait_final(client, job_id, timeout=10)
+        job = _wait_final(client, job_id)
     assert job["status"] == "cancelled" and job["model_id"] is None
     steps = [p["step"] for p in client.get(f"/v1/jobs/{job_id}/history").json()["points"]]
     assert 5 <= steps[-1] < 20_000 and steps == list(range(1, steps[-1] + 1))
@@ -191,7 +191,8 @@ def test_sigterm_requeues_the_running_job_without_spending_an_attempt(client, se
     assert (job["status"], job["attempts"], job["started_at"]) == ("queued", 0, None)
 
 
-def test_sigkilled_worker_job_is_retried_and_makes_one_model(client, session_factory, settings, dataset_id):
+def test_sigkilled_worker_job_is_retried_and_makes_one_model(client, session_factory, settings, make_settings,
+                                                            dataset_id):
     job_id = _submit(client, dataset_id, tiny_pipeline(steps=400))
     first = WorkerPool(settings, 1).start()
     try:
@@ -201,14 +202,15 @@ def test_sigkilled_worker_job_is_retried_and_makes_one_model(client, session_fac
     finally:
         first.stop()
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"  # nobody knows yet
-    with WorkerPool(settings, 1):
+    with WorkerPool(make_settings(**REAP_FAST), 1):  # the only live worker: it reaps the dead one's job
         job = _wait_final(client, job_id)
     assert job["status"] == "succeeded" and job["attempts"] == 2
     assert _model_count(session_factory, job_id) == 1
 
 
 @pytest.mark.slow
-def test_a_paused_zombie_worker_cannot_finish_a_retried_job(client, session_factory, settings, dataset_id):
+def test_a_paused_zombie_worker_cannot_finish_a_retried_job(client, session_factory, settings, make_settings,
+                                                            dataset_id):
     """SIGSTOP a worker mid-job (no heartbeats: it looks dead), let another worker redo the job,
     then SIGCONT the zombie: it notices it lost the job and writes nothing."""
     job_id = _submit(client, dataset_id, tiny_pipeline(steps=400))
@@ -216,7 +218,7 @@ def test_a_paused_zombie_worker_cannot_finish_a_retried_job(client, session_fact
     try:
         _wait_training(client, job_id)
         os.kill(zombie.processes[0].pid, signal.SIGSTOP)
-        with WorkerPool(settings, 1):
+        with WorkerPool(make_settings(**REAP_FAST), 1):  # the only live worker while the zombie is stopped
             job = _wait_final(client, job_id)
         os.kill(zombie.processes[0].pid, signal.SIGCONT)
         time.sleep(2.0)  # it resumes training, finds the job is no longer its own, and drops it
