@@ -19,7 +19,12 @@ that is not a solution but has test R² > 0.999 counts as an accurate fit. Both 
     .venv/bin/python bench/bench_discovery.py [--only ID ...] [--skip-pykan] [--budget 120] [--threads 1]
 
 --formulas PATH runs another set in the same format, e.g. bench/feynman_holdout.json: Feynman
-equations outside the public set, to check that the engine is not tuned to those 16 formulas.
+equations outside the public set, to check that the engine is not tuned to those 16 formulas;
+bench/feynman_full.json (all 100 AI Feynman equations, published ranges) and
+bench/srbench_classic.json (Nguyen, Keijzer, Vladislavleva-1, R1-R3) are the larger sets.
+--noise K adds Gaussian noise of std K * std(y) to the training targets (SRBench's noisy track).
+The summary gives the solution rate, the accurate-fit rate and the median seconds; each formula's
+structure tree (kan_core.recurse, when the "structure" candidate ran) is printed under it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,9 @@ if not FORMULAS.exists():
     FORMULAS = Path("/work/shared/benchmarks/formulas.json")
 
 
-def make_data(entry: dict, seed: int, n: int = 1000) -> tuple[list[str], sympy.Expr, Dataset]:
+def make_data(entry: dict, seed: int, n: int = 1000, noise: float = 0.0) -> tuple[list[str], sympy.Expr, Dataset]:
+    """Train and test rows uniform in the entry's ranges; with ``noise`` k > 0, Gaussian noise of std
+    k * std(y) is added to the training targets only (SRBench's noisy track), the test stays exact."""
     names = list(entry["variables"])
     symbols = [sympy.Symbol(v) for v in names]
     true = sympy.sympify(entry["formula"], locals=dict(zip(names, symbols)))
@@ -65,7 +72,24 @@ def make_data(entry: dict, seed: int, n: int = 1000) -> tuple[list[str], sympy.E
         return x, np.asarray(fn(*x.T), dtype=np.float64)
 
     (x, y), (xt, yt) = draw(), draw()
+    if noise > 0:
+        y = y + rng.normal(0.0, noise * float(np.std(y)), y.shape)
     return names, true, Dataset.from_arrays(x, y, xt, yt)
+
+
+def tree_lines(node: dict | None, depth: int = 0) -> list[str]:
+    """A structure tree (CandidateResult.structure) as indented lines: node kind, what justified it, formula."""
+    if not node:
+        return []
+    kind = node.get("node", "?")
+    what = {"split": f"{node.get('op')} {node.get('groups')}", "transform": str(node.get("transform")),
+            "substitute": f"{node.get('variable')} = {node.get('definition')}",
+            "leaf": f"{node.get('source')} {node.get('candidate', '-')}"}.get(kind, "")
+    tests = node.get("tests") or node.get("test") or []
+    tests = [tests] if isinstance(tests, dict) else tests
+    stat = ", ".join(f"{t['test']}({','.join(t['variables'])}; {t['transform']}) stat {t['statistic']}" for t in tests[:2])
+    line = f"{'  ' * depth}{kind} {what}" + (f" [{stat}]" if stat else "") + f": {node.get('formula')}"
+    return [line] + [x for c in node.get("children", []) for x in tree_lines(c, depth + 1)]
 
 
 def r2_of(expr: sympy.Expr | None, names: list[str], data: Dataset) -> float | None:
@@ -107,17 +131,19 @@ def judge(found: sympy.Expr | str | None, true: sympy.Expr, names: list[str], ti
     return verdict[1]
 
 
-def run_ours(data: Dataset, names: list[str], budget: float) -> tuple[sympy.Expr | None, float, str]:
+def run_ours(data: Dataset, names: list[str], budget: float) -> tuple[sympy.Expr | None, float, str, dict | None]:
     start = time.perf_counter()
     out = discover(data, Budget(max_candidates=20, max_seconds=budget), var_names=names)
     seconds = time.perf_counter() - start
     chosen = out.chosen
+    trees = [r for r in ([chosen] if chosen is not None else []) + list(out.results) if getattr(r, "structure", None)]
+    tree = trees[0].structure if trees else None
     ran = ", ".join(f"{r.spec_id.split('-', 1)[1]}:{r.status}" + (f"(R2={r.test_r2:.6f})" if r.test_r2 is not None else "")
                     for r in out.results)
     note = f"stopped={out.stopped}, {len(out.results)} candidates [{ran}]"
     if chosen is None:
-        return None, seconds, note
-    return chosen.expr, seconds, f"chosen {chosen.spec_id}, {note}"
+        return None, seconds, note, tree
+    return chosen.expr, seconds, f"chosen {chosen.spec_id}, {note}", tree
 
 
 def run_pykan(data: Dataset, names: list[str], seed: int) -> tuple[sympy.Expr | None, float, str]:
@@ -148,13 +174,14 @@ def run_pykan(data: Dataset, names: list[str], seed: int) -> tuple[sympy.Expr | 
             os.chdir(cwd)
 
 
-def _pykan_child(entries: list[tuple[int, dict]], data_seed: int, pykan_seed: int, threads: int, conn) -> None:
+def _pykan_child(entries: list[tuple[int, dict]], data_seed: int, pykan_seed: int, threads: int, conn,
+                 noise: float = 0.0) -> None:
     """All pykan runs, one after another, in a process of their own (one core), so that the 2-core machine
     runs pykan beside our discovery instead of after it. Sends (formula id, formula string, seconds, note)."""
     torch.set_num_threads(threads)
     torch.set_default_dtype(torch.float64)
     for index, entry in entries:
-        names, _, data = make_data(entry, data_seed + index)
+        names, _, data = make_data(entry, data_seed + index, noise=noise)
         expr, seconds, note = run_pykan(data, names, pykan_seed)
         conn.send((entry["id"], None if expr is None else str(expr), seconds, note))
     conn.close()
@@ -170,6 +197,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--pykan-seed", type=int, default=0)
+    parser.add_argument("--noise", type=float, default=0.0, metavar="K",
+                        help="Gaussian noise of std K * std(y) on the training targets only (SRBench style; default 0)")
     parser.add_argument("--json", metavar="PATH", help="also write the per-formula results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -182,7 +211,7 @@ def main() -> None:
         chosen_ids = set(args.only)
     else:
         chosen_ids = {e["id"] for e in entries}
-    print(f"{args.formulas}: {len(entries)} formulas; torch {torch.__version__}, {args.threads} thread(s), float64, budget {args.budget:g} s/formula, "
+    print(f"{args.formulas}: {len(entries)} formulas, noise {args.noise:g}; torch {torch.__version__}, {args.threads} thread(s), float64, budget {args.budget:g} s/formula, "
           f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
 
     selected = [(index, entry) for index, entry in enumerate(entries) if entry["id"] in chosen_ids]
@@ -190,7 +219,7 @@ def main() -> None:
     if not args.skip_pykan:  # pykan in a process of its own, beside ours (1 core each)
         ctx = multiprocessing.get_context("spawn")
         pykan_conn, child = ctx.Pipe(duplex=False)
-        pykan_proc = ctx.Process(target=_pykan_child, args=(selected, args.data_seed, args.pykan_seed, args.threads, child))
+        pykan_proc = ctx.Process(target=_pykan_child, args=(selected, args.data_seed, args.pykan_seed, args.threads, child, args.noise))
         pykan_proc.start()
         child.close()
 
@@ -208,12 +237,15 @@ def main() -> None:
     rows = []
     problems = {}
     for index, entry in selected:
-        names, true, data = make_data(entry, args.data_seed + index)
+        names, true, data = make_data(entry, args.data_seed + index, noise=args.noise)
         problems[entry["id"]] = (true, names, data)
         print(f"\n[{entry['id']}] {entry['formula']}   (load {os.getloadavg()[0]:.1f})", flush=True)
         row = {"id": entry["id"], "formula": entry["formula"]}
-        expr, seconds, note = run_ours(data, names, args.budget)
+        expr, seconds, note, tree = run_ours(data, names, args.budget)
         row["ours"] = score("ours", expr, seconds, note, true, names, data)
+        row["ours"]["structure"] = tree
+        for line in tree_lines(tree):
+            print(f"        | {line[:200]}")
         rows.append(row)
     if pykan_conn is not None:
         print("\npykan (its own process, started with ours):", flush=True)
@@ -239,8 +271,8 @@ def main() -> None:
         solved = sum(d["solved"] for d in done)
         accurate = sum(d["verdict"] == "accurate fit" for d in done)
         med = statistics.median(d["seconds"] for d in done)
-        print(f"{who}: solved {solved}/{len(done)}, accurate fits (not solutions) {accurate}, "
-              f"median {med:.1f} s per formula")
+        print(f"{who}: solved {solved}/{len(done)} ({100 * solved / len(done):.0f}%), accurate fits (not solutions) "
+              f"{accurate} ({100 * accurate / len(done):.0f}%), median {med:.1f} s per formula")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
