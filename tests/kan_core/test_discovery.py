@@ -181,7 +181,8 @@ def test_candidates_are_deterministic_ranked_and_capped(signed):
     assert specs == candidates(signed, Budget(max_candidates=50))
     assert [s.priority for s in specs] == list(range(len(specs)))
     assert len({s.id for s in specs}) == len(specs)
-    assert [s.family for s in specs[:2]] == ["product", "product_additive"]  # signed target: no log space
+    # the network-free sparse fit first; signed target: no log space
+    assert [s.family for s in specs[:3]] == ["sparse", "product", "product_additive"]
     assert not any(s.pipeline.transform.log_target for s in specs)
     assert candidates(signed, Budget(max_candidates=3)) == specs[:3]
     shifted = candidates(signed, Budget(max_candidates=50), seed=7)
@@ -190,10 +191,12 @@ def test_candidates_are_deterministic_ranked_and_capped(signed):
 
 def test_candidates_use_log_space_for_positive_targets():
     positive = make_dataset(lambda x: x[:, 0] * x[:, 1], 2, ranges=(1, 5), n_train=50, n_test=50)
-    first = candidates(positive)[0]
+    sparse, first = candidates(positive)[:2]
+    assert sparse.family == "sparse"
     assert first.pipeline.transform.log_target and first.pipeline.model.width == (2, 1)
     one_var = make_dataset(lambda x: x[:, 0] ** 2, 1, n_train=50, n_test=50)
-    assert all(s.family == "kan" for s in candidates(one_var, Budget(max_candidates=50)))
+    assert [s.family for s in candidates(one_var, Budget(max_candidates=50))][1:] == ["kan"] * (
+        len(candidates(one_var, Budget(max_candidates=50))) - 1)
 
 
 def test_bad_arguments_raise_value_error(signed):
@@ -227,7 +230,7 @@ def test_product_candidate_recovers_products_and_ratios_exactly(fixture, truth, 
 
 def test_log_space_recovers_a_ratio_of_positive_variables():
     data = make_dataset(lambda x: x[:, 0] / x[:, 1], 2, ranges=(1, 5), n_train=300, n_test=300, seed=4)
-    spec = candidates(data)[0]
+    spec = next(s for s in candidates(data) if s.family != "sparse")
     assert spec.id.endswith("log-additive")
     res = run_candidate(data, spec, var_names=["q", "C"])
     assert res.status == "ok" and is_solution(res.formula, "q/C", ["q", "C"]), res.formula
@@ -249,7 +252,7 @@ def test_log_product_additive_recovers_a_boltzmann_factor():
 
 
 def test_run_candidate_reports_failures_instead_of_raising(signed):
-    spec = candidates(signed)[0]
+    spec = next(s for s in candidates(signed) if s.family != "sparse")
     bad = CandidateSpec("bad", PipelineConfig(transform=TransformConfig(log_target=True)))
     res = run_candidate(signed, bad)  # the target has values <= 0
     assert res.status == "failed" and "log_target" in res.error and not res.has_formula
@@ -263,7 +266,8 @@ def test_discover_stops_at_the_first_good_enough_candidate(signed):
     assert out.stopped == "good_enough" and len(out.results) == 1
     assert out.chosen is not None and is_solution(out.chosen.formula, "x_1*x_2", ["x_1", "x_2"])
     phases = [e.phase for e in events]
-    assert phases[0] == "candidate_start" and phases[-2:] == ["candidate_end", "done"] and "step" in phases
+    assert phases[0] == "candidate_start" and phases[-2:] == ["candidate_end", "done"]
+    assert out.chosen.family == "sparse"  # the network-free first candidate, no training steps
     json.dumps([e.to_dict() for e in events])  # every event is JSON-able
     json.dumps(out.to_dict())
 
@@ -283,12 +287,15 @@ def test_discover_honours_the_time_budget(noisy):
 
 
 def test_discover_cancellation_returns_the_results_so_far(noisy):
-    calls = [0]
+    calls, training = [0], [False]
+
+    def on_progress(event: DiscoveryEvent) -> None:
+        training[0] = training[0] or event.phase == "step"  # a network is training
 
     def stop() -> bool:
-        calls[0] += 1
-        return calls[0] > 40  # some training steps into the run
+        calls[0] += training[0]
+        return calls[0] > 40  # some training steps into the first network's run
 
-    out = discover(noisy, Budget(max_candidates=20, max_seconds=300), should_stop=stop)
+    out = discover(noisy, Budget(max_candidates=20, max_seconds=300), on_progress=on_progress, should_stop=stop)
     assert out.stopped == "cancelled" and out.results and out.results[-1].status == "cancelled"
     assert all(math.isfinite(r.seconds) for r in out.results)

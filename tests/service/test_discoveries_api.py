@@ -27,7 +27,10 @@ def dataset_id(session_factory) -> str:
     return insert_dataset(session_factory, n_train=100, n_test=50)
 
 
-def _discover(client: TestClient, dataset_id: str, *, candidates: int, seconds: float = 60, steps: int = 3) -> dict:
+def _discover(client: TestClient, dataset_id: str, *, candidates: int, seconds: float = WAIT_S,
+              steps: int = 3) -> dict:
+    """Queue a discovery; its budget (from now, while the workers may still be starting) is WAIT_S unless
+    a test means to run out of it."""
     body = {"dataset_id": dataset_id, "budget": {"max_candidates": candidates, "max_seconds": seconds},
             "options": {"train_steps": steps}}
     r = client.post("/v1/discoveries", json=body)
@@ -144,16 +147,16 @@ def test_budgets_are_capped_by_the_settings(make_settings) -> None:
 
 def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory, settings) -> None:
     """The engine's candidates end to end, claimed in the engine's order: x1*x2 is found exactly by the
-    first (the product candidate), so the discovery stops there instead of running all eight."""
+    first (the sparse fit), so the discovery stops there instead of running all eight."""
     ds = insert_dataset(session_factory, n_train=200, n_test=100, fn=lambda x: (x[:, 0] * x[:, 1])[:, None])
-    r = client.post("/v1/discoveries", json={"dataset_id": ds, "budget": {"max_candidates": 8, "max_seconds": 120}})
+    r = client.post("/v1/discoveries", json={"dataset_id": ds, "budget": {"max_candidates": 8, "max_seconds": WAIT_S}})
     assert r.status_code == 202, r.text
     with WorkerPool(settings, 1):
         done = _wait_final(client, r.headers["Location"])
     assert done["status"] == "succeeded", done
     assert "numerical precision" in done["reason"]
     chosen = done["chosen"]
-    assert chosen["r2"] > 1 - 1e-10 and chosen["candidate"]["id"] == "00-product", chosen  # claimed in the engine's order
+    assert chosen["r2"] > 1 - 1e-10 and chosen["candidate"]["id"] == "00-sparse", chosen  # claimed in the engine's order
     assert is_solution(chosen["formula"], "x1*x2", ["x1", "x2"])
     statuses = sorted(c["status"] for c in done["candidates"])  # one worker advances the parent before its next claim
     assert statuses == ["cancelled"] * 7 + ["succeeded"], statuses
