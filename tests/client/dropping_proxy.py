@@ -1,0 +1,69 @@
+"""A real TCP relay in front of the live service that drops one connection on purpose: the first
+request matching a prefix (e.g. `POST /v1/datasets`) is forwarded and answered by the service, then
+the client's connection is closed before the answer reaches it, as when a connection drops after
+the server did the work. Every other request is relayed as it is. HTTP/1.1 with Content-Length
+bodies only (what httpx sends and the service answers for JSON)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+def _read_message(sock: socket.socket, buffer: bytearray) -> bytes | None:
+    """One HTTP message (head + Content-Length body) from `sock`; None when it closed first."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    head_end = buffer.index(b"\r\n\r\n") + 4
+    length = 0
+    for line in bytes(buffer[:head_end]).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(buffer) < head_end + length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+    message = bytes(buffer[: head_end + length])
+    del buffer[: head_end + length]
+    return message
+
+
+class DroppingProxy:
+    def __init__(self, upstream_port: int, drop_prefix: bytes):
+        self.upstream_port = upstream_port
+        self.drop_prefix = drop_prefix
+        self.dropped: list[bytes] = []     # the requests whose answers were dropped
+        self.requests: list[bytes] = []    # every request relayed
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+            from_client, from_server = bytearray(), bytearray()
+            while (request := _read_message(conn, from_client)) is not None:
+                self.requests.append(request)
+                upstream.sendall(request)
+                answer = _read_message(upstream, from_server)
+                if answer is None:
+                    return
+                if request.startswith(self.drop_prefix) and not self.dropped:
+                    self.dropped.append(request)
+                    return  # the service answered; the client never hears it
+                conn.sendall(answer)

@@ -1,0 +1,144 @@
+"""Errors and retries of kan_client against a live API-only service with authentication and a low
+job rate limit: one typed exception per status family (with `field`), 429 honouring Retry-After,
+503 from /readyz (no worker), and a creation retried after a dropped connection that makes one
+resource, not two (the Idempotency-Key)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from conftest import SEED_EXPRESSION, SEED_RANGES
+from dropping_proxy import DroppingProxy
+from e2e_support import REPO, Server
+from kan_client import (
+    AsyncClient,
+    AuthError,
+    Client,
+    ConflictError,
+    KanError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    ValidationError,
+)
+
+# one job a second at most (a burst of one): the second submission in a row is refused with a 429
+SETTINGS = {"auth_enabled": True, "rate_limit_jobs_per_min": 60, "rate_limit_jobs_burst": 1}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
+    """The API alone (no worker), auth on; and a `write` API key made with `kan-service keys create`."""
+    live = Server(tmp_path_factory.mktemp("client-errors"), workers=0, **SETTINGS).start()
+    try:
+        made = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--scope", "write"],
+                              cwd=REPO, env=live.env, capture_output=True, text=True, timeout=120, check=True)
+        yield live, made.stdout.strip()
+    finally:
+        live.stop()
+
+
+def test_an_error_of_each_class_carries_status_and_field(api) -> None:
+    live, key = api
+    with Client(live.url) as anonymous:
+        with pytest.raises(AuthError) as caught:
+            anonymous.datasets()
+        assert caught.value.status == 401
+    with Client(live.url, "kan_not-a-key") as wrong:
+        with pytest.raises(AuthError):
+            wrong.functions()
+    with Client(live.url, key, retries=0) as client:
+        with pytest.raises(ServerError) as server_error:  # no worker: /readyz answers 503
+            client.ready()
+        assert server_error.value.status == 503 and "workers" in server_error.value.detail
+        with pytest.raises(ValidationError) as invalid:
+            client.create_dataset(expression="x1 +* 2", ranges=SEED_RANGES)
+        assert invalid.value.status == 422 and invalid.value.field == "expression"
+        with pytest.raises(NotFoundError) as missing:
+            client.model("mdl_missing")
+        assert missing.value.status == 404 and missing.value.problem["resource"] == "model"
+        dataset = client.create_dataset(expression=SEED_EXPRESSION, ranges=SEED_RANGES, n_train=20, n_test=10)
+        job = client.train(dataset.id, model={"width": [2, 1]},
+                           stages=[{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}])
+        with pytest.raises(RateLimitError) as limited:  # the second job within a second
+            client.train(dataset.id, model={"width": [2, 1]},
+                         stages=[{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}])
+        assert limited.value.status == 429 and limited.value.retry_after >= 1
+        assert job.cancel().status == "cancelled"
+        with pytest.raises(ConflictError) as conflict:
+            job.cancel()
+        assert conflict.value.status == 409
+        assert all(isinstance(e.value, KanError) for e in (server_error, invalid, missing, limited, conflict))
+
+
+def test_a_429_is_retried_after_retry_after(api) -> None:
+    live, key = api
+    body = {"model": {"width": [2, 1]}, "stages": [{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}]}
+    with Client(live.url, key, retries=0) as strict, Client(live.url, key, retries=5) as patient:
+        dataset = strict.create_dataset(expression="x1 + x2", ranges=SEED_RANGES, n_train=20, n_test=10)
+        try:  # use up the burst (this one may itself be refused, when the previous test's job was recent)
+            strict.train(dataset.id, **body)
+        except RateLimitError:
+            pass
+        with pytest.raises(RateLimitError):
+            strict.train(dataset.id, **body)
+        job = patient.train(dataset.id, **body)  # refused at first, sent again after Retry-After
+        assert job.job.status == "queued"
+        job.cancel()
+
+
+def test_a_creation_retried_after_a_dropped_connection_makes_one_resource(api) -> None:
+    live, key = api
+    proxy = DroppingProxy(live.port, b"POST /v1/datasets")
+    try:
+        with Client(proxy.url, key, backoff_s=0.05) as client:
+            dataset = client.create_dataset(expression="x1 - x2", ranges=SEED_RANGES, n_train=20, n_test=10,
+                                             name="dropped-once")
+        assert len(proxy.dropped) == 1
+        posts = [r for r in proxy.requests if r.startswith(b"POST /v1/datasets")]
+        assert len(posts) == 2
+        keys = {line for r in posts for line in r.split(b"\r\n") if line.lower().startswith(b"idempotency-key:")}
+        assert len(keys) == 1  # the retry carried the same key
+        with Client(live.url, key) as direct:
+            named = [d for d in direct.datasets(limit=200) if d.name == "dropped-once"]
+        assert [d.id for d in named] == [dataset.id]  # the service made it once
+    finally:
+        proxy.close()
+
+
+def test_async_errors_and_retry_after_a_dropped_connection(api) -> None:
+    live, key = api
+    proxy = DroppingProxy(live.port, b"POST /v1/datasets")
+
+    async def scenario() -> tuple[str, list[str]]:
+        async with AsyncClient(proxy.url, key, backoff_s=0.05) as client:
+            dataset = await client.create_dataset(expression="x1 * x2", ranges=SEED_RANGES, n_train=20, n_test=10,
+                                                  name="async-dropped-once")
+            with pytest.raises(NotFoundError):
+                await client.discovery("dsc_missing")
+            with pytest.raises(ValidationError) as invalid:
+                await client.discover(dataset.id, budget={"max_seconds": 10, "max_candidates": 0})
+            assert invalid.value.field == "budget.max_candidates"
+            names = [d.id for d in await client.datasets(limit=200) if d.name == "async-dropped-once"]
+            return dataset.id, names
+
+    try:
+        dataset_id, same_name = asyncio.run(scenario())
+        assert len(proxy.dropped) == 1 and same_name == [dataset_id]
+    finally:
+        proxy.close()
+
+
+def test_problem_bodies_are_kept_whole(api) -> None:
+    live, key = api
+    with Client(live.url, key) as client, pytest.raises(ValidationError) as caught:
+        client.create_dataset([[1.0]], y=[[1.0], [2.0]])  # one input row, two targets
+    problem = caught.value.problem
+    assert problem["status"] == 422 and problem["type"].endswith("invalid-input")
+    assert json.loads(json.dumps(problem)) == problem and caught.value.field
