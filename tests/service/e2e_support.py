@@ -81,7 +81,7 @@ class Server(_Process):
 
     def start(self) -> Server:
         self._start("serve", "--port", str(self.port), "--workers", str(self.workers))
-        wait_for(self._healthy, 90, 0.2, f"the server to answer\n{self.log()}")
+        wait_for(self._healthy, 180, 0.2, f"the server to answer\n{self.log()}")
         return self
 
     def _healthy(self) -> bool:
@@ -92,7 +92,7 @@ class Server(_Process):
             return False
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        return httpx.Client(base_url=self.url, timeout=120)  # generous: the machine may be loaded
 
 
 class WorkerProcess(_Process):

@@ -38,7 +38,8 @@ def test_sigkill_during_a_write_burst_loses_no_acknowledged_write(tmp_path: Path
     errors_before_kill: list[str] = []
 
     def client_loop(n: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as http:
+        # a generous timeout: on a loaded machine a write may wait seconds for the SQLite lock
+        with httpx.Client(base_url=server.url, timeout=120) as http:
             for i in range(10_000):
                 if killed.is_set():
                     return

@@ -73,7 +73,7 @@ def _read_response(conn: socket.socket, timeout: float) -> bytes:
 
 
 def test_a_declared_oversized_body_is_refused_before_it_is_sent(server: tuple[str, int]) -> None:
-    with socket.create_connection(server, timeout=5) as conn:
+    with socket.create_connection(server, timeout=60) as conn:
         conn.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 10000000000\r\n\r\n")  # 10 GB announced, none of it sent
         response = _read_response(conn, timeout=60)
@@ -88,7 +88,7 @@ def test_a_chunked_body_is_cut_off_just_past_the_limit(server: tuple[str, int]) 
     chunk = b"[" + b"0," * 8191 + b"0]"  # ~16 KiB of JSON-looking bytes per chunk
     framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
     sent = 0
-    with socket.create_connection(server, timeout=5) as conn:
+    with socket.create_connection(server, timeout=60) as conn:
         conn.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
         while sent <= LIMITS["max_body_bytes"]:  # just past the limit, then nothing: the body never ends
@@ -105,10 +105,10 @@ def test_a_chunked_body_is_cut_off_just_past_the_limit(server: tuple[str, int]) 
 
 def test_a_body_under_the_limit_is_read(server: tuple[str, int]) -> None:
     body = json.dumps({"inputs": [[float(i)] for i in range(10)], "targets": list(range(10))}).encode()
-    with socket.create_connection(server, timeout=5) as conn:
+    with socket.create_connection(server, timeout=60) as conn:
         conn.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        assert _read_response(conn, timeout=10).startswith(b"HTTP/1.1 201")
+        assert _read_response(conn, timeout=60).startswith(b"HTTP/1.1 201")
 
 
 # ---- datasets: rows and columns, whatever the source
