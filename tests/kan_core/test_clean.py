@@ -1,0 +1,92 @@
+"""kan_core.clean: constant parts collapse, trigonometric identities, judge-readable forms."""
+
+import numpy as np
+import pytest
+import sympy
+
+from kan_core.clean import clean_formula, collapse_constants, readable_forms, trig_rewrites
+from kan_core.formula import evaluate_formula
+from kan_core.judge import is_solution
+
+
+def data(ranges: dict[str, tuple[float, float]], n: int = 300, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(*r, n) for r in ranges.values()]), list(ranges)
+
+
+def expr(text: str, names: list[str]) -> sympy.Expr:
+    return sympy.sympify(text, locals={n: sympy.Symbol(n) for n in names})
+
+
+def test_terms_that_cancel_on_the_data_are_removed():
+    """The issue's example: the last two terms are ~0 over the data."""
+    X, names = data({"I1": (1, 5), "I2": (1, 5), "delta": (0, 5)})
+    true = expr("I1 + I2 + 2*sqrt(I1*I2)*cos(delta)", names)
+    found = expr("I1 + I2 + 2*sqrt(I1*I2)*cos(delta) - 0.5025*sin(6.8e-8*delta + 1.571) + 0.5025", names)
+    y = evaluate_formula(true, names, X)
+    out = collapse_constants(found, names, X, y)
+    assert out == true
+    assert is_solution(clean_formula(found, names, X, y), true, names)
+
+
+def test_parts_that_vary_on_the_data_stay():
+    X, names = data({"x": (-3, 3), "y": (-3, 3)})
+    found = expr("x*y - 0.5*sin(0.8*x + 1.571) + 0.5", names)  # the sine varies: nothing to collapse
+    y = evaluate_formula(found, names, X)
+    assert collapse_constants(found, names, X, y) == found
+    assert collapse_constants(found, names, X) == found  # without a target: against the formula itself
+
+
+def test_a_nearly_constant_part_collapses_only_within_the_fit_tolerance():
+    X, names = data({"x": (1, 2)})
+    found = expr("x**2 + 1e-3*sin(x)", names)  # the sine's contribution varies by ~1e-4
+    y = evaluate_formula(found, names, X)
+    assert collapse_constants(found, names, X, y) == found  # exact data: the term matters
+    noisy = y + np.random.default_rng(0).normal(0, 0.1, y.shape)
+    assert collapse_constants(found, names, X, noisy).count(sympy.sin) == 0  # well within the noise
+
+
+def test_trigonometric_identities_make_the_issue_example_readable():
+    X, names = data({"x": (-3, 3), "y": (-3, 3)})
+    found = expr("sin(x - y)/2 + 2*cos(x/2 + pi/4)**2 - 1", names)
+    out = trig_rewrites(found, names, X)
+    assert out == expr("sin(x - y)/2 - sin(x)", names)
+    assert is_solution(out, "sin(x - y)/2 - sin(x)", names)
+    assert not is_solution(found, "sin(x - y)/2 - sin(x)", names)  # why it matters
+
+
+def test_trig_rewrites_leave_formulas_without_a_simpler_form():
+    X, names = data({"x": (-3, 3), "y": (-3, 3)})
+    for text in ("sin(x)*cos(y)", "exp(x)*cos(y) + x", "x**2 + y"):
+        assert trig_rewrites(expr(text, names), names, X) == expr(text, names)
+
+
+@pytest.mark.parametrize("found, true, ranges", [
+    ("tanh(x/2)/2 + 1/2", "1/(1 + exp(-x))", {"x": (-3, 3)}),  # a logistic
+    ("1/sqrt(m_0**(-2) - v**2/(c**2*m_0**2))", "m_0/sqrt(1 - v**2/c**2)", {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
+    ("1/sqrt(1/(m_0**2*v**2) - 1/(c**2*m_0**2))", "m_0*v/sqrt(1 - v**2/c**2)",
+     {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
+])  # fmt: skip
+def test_readable_forms_are_matched_by_the_judge(found, true, ranges):
+    X, names = data(ranges)
+    assert not is_solution(found, true, names)
+    out = readable_forms(expr(found, names), names, X)
+    assert is_solution(out, true, names), out
+    assert np.allclose(evaluate_formula(out, names, X), evaluate_formula(expr(found, names), names, X))
+
+
+def test_roots_keep_their_sum_where_a_variable_may_be_negative():
+    """Pulling x**2 out of sqrt(x**2 + y) needs x > 0 on the data."""
+    X, names = data({"x": (-2, 2), "y": (1, 2)})
+    found = expr("sqrt(x**2 + y)", names)
+    assert readable_forms(found, names, X) == found
+    assert readable_forms(expr("tanh(x)*y**3 + sinh(x)*y", names), names, X).has(sympy.tanh)  # exp form longer
+
+
+def test_bad_arguments():
+    X, names = data({"x": (0, 1)})
+    with pytest.raises(ValueError):
+        clean_formula("x", names, X)
+    with pytest.raises(ValueError, match="X must be"):
+        clean_formula(sympy.Symbol("x"), ["x", "y"], X)
+    assert clean_formula(sympy.Integer(3), names, X) == 3

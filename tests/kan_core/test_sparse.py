@@ -1,0 +1,104 @@
+"""kan_core.sparse: sparse regression over a dictionary of terms, on y and transformed targets."""
+
+import numpy as np
+import pytest
+import sympy
+
+from kan_core.data import Dataset
+from kan_core.discovery import Budget, candidates, run_candidate
+from kan_core.judge import is_solution
+from kan_core.sparse import fit_sparse
+from kan_core.sparse_terms import build_dictionary, nice_number, term_tier
+
+
+def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, seed: int = 0):
+    names = list(ranges)
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([rng.uniform(*ranges[v], n) for v in names])
+    symbols = {v: sympy.Symbol(v) for v in names}
+    fn = sympy.lambdify([symbols[v] for v in names], sympy.sympify(formula, locals=symbols), "numpy")
+    return X, np.broadcast_to(np.asarray(fn(*X.T), dtype=float), (n,)).copy(), names
+
+
+@pytest.mark.parametrize("formula, ranges, transform", [
+    ("x**3 + x**2 + x", {"x": (-1, 1)}, "y"),  # the issue's example
+    ("x**4 - x**3 + y**2/2 - y", {"x": (-3, 3), "y": (-3, 3)}, "y"),
+    ("sin(x) + sin(y**2)", {"x": (-1, 1), "y": (-1, 1)}, "y"),
+    ("q*v/p", {"q": (1, 5), "v": (1, 5), "p": (1, 5)}, "log"),  # a monomial, through log y
+    ("1/(1/d1 + n/d2)", {"d1": (1, 5), "d2": (1, 5), "n": (1, 5)}, "1/y"),
+    ("(x1 + x2)/(1 + x1*x2)", {"x1": (-0.9, 0.9), "x2": (-0.9, 0.9)}, "rational"),
+    ("sqrt(x1**2 + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "y^2"),
+    ("asin(n*sin(t))", {"n": (0, 1), "t": (1, 5)}, "asin"),
+])  # fmt: skip
+def test_exact_sums_of_terms_are_found_through_their_transform(formula, ranges, transform):
+    X, y, names = sample(formula, ranges)
+    fits = fit_sparse(X, y, names)
+    best = fits[0]
+    assert best.exact and best.transform == transform, best
+    assert is_solution(best.expr, formula, names), best.expr
+    assert best.r2 > 1 - 1e-12
+
+
+def test_the_polynomial_of_the_issue_comes_out_exactly_as_written():
+    X, y, names = sample("x**3 + x**2 + x", {"x": (-1, 1)})
+    fit = fit_sparse(X, y, names)[0]
+    assert fit.expr == sympy.sympify("x**3 + x**2 + x") and fit.n_terms == 3
+
+
+def test_a_formula_outside_the_dictionary_gives_no_exact_fit():
+    """exp(sin(3x)) * x is no short sum of library terms (on y or a transform): candidates are
+    approximations, ranked by error, none claimed exact."""
+    X, y, names = sample("exp(sin(3*x))*x", {"x": (-2, 2)})
+    fits = fit_sparse(X, y, names, max_terms=3)
+    assert fits and not any(f.exact for f in fits)
+    assert [f.rmse for f in fits] == sorted(f.rmse for f in fits)
+    assert all(f.n_terms <= 3 for f in fits)
+
+
+def test_noisy_data_is_fitted_but_not_exact():
+    X, y, names = sample("x**2 + 1", {"x": (-1, 1)})
+    y = y + np.random.default_rng(1).normal(0, 0.05, y.shape)
+    fits = fit_sparse(X, y, names)
+    assert fits and not fits[0].exact and fits[0].r2 > 0.9
+
+
+def test_stopping_and_bad_arguments():
+    X, y, names = sample("x*y", {"x": (-1, 1), "y": (-1, 1)})
+    assert fit_sparse(X, y, names, should_stop=lambda: True) == []
+    assert fit_sparse(X[:5], y[:5], names) == []  # too few rows to tell
+    with pytest.raises(ValueError, match="X must be"):
+        fit_sparse(X, y, ["x"])
+    with pytest.raises(ValueError, match="max_terms"):
+        fit_sparse(X, y, names, max_terms=0)
+    with pytest.raises(ValueError, match="unknown transform"):
+        fit_sparse(X, y, names, transforms=("cube",))
+
+
+def test_terms_exist_only_where_they_are_defined():
+    x = np.linspace(-1, 1, 50)[:, None]
+    signed = {str(e) for e in build_dictionary(x, [sympy.Symbol("x")]).exprs}
+    assert "x**3" in signed and "asin(x)" in signed
+    assert not {"1/x", "sqrt(x)", "log(x)"} & signed  # 0 is in the range
+    positive = {str(e) for e in build_dictionary(x + 2, [sympy.Symbol("x")]).exprs}
+    assert {"1/x", "sqrt(x)", "log(x)"} <= positive and "asin(x)" not in positive
+    a, b = sympy.symbols("a b")
+    assert [term_tier(e) for e in (a**2, a / b, sympy.sqrt(a), sympy.sin(a), sympy.sin(a) * b)] == [0, 0, 1, 2, 3]
+
+
+def test_nice_numbers():
+    assert nice_number(0.5000000001) == sympy.Rational(1, 2)
+    assert nice_number(-2 * np.pi / 3) == -2 * sympy.pi / 3
+    assert nice_number(1 / (2 * np.pi)) == 1 / (2 * sympy.pi)
+    assert nice_number(30.0) == 30
+    assert nice_number(0.123456) is None and nice_number(float("nan")) is None
+
+
+def test_the_sparse_candidate_runs_first_in_discovery():
+    X, y, names = sample("x**3 + x**2 + x", {"x": (-1, 1)}, n=600)
+    data = Dataset.from_arrays(X[:300], y[:300, None], X[300:], y[300:, None])
+    spec = candidates(data, Budget())[0]
+    assert spec.family == "sparse"
+    res = run_candidate(data, spec, var_names=names)
+    assert res.status == "ok" and res.formula == "x**3 + x**2 + x" and res.test_r2 == 1.0
+    assert run_candidate(data, spec, var_names=names, should_stop=lambda: True).status == "cancelled"
+    assert run_candidate(data, spec, var_names=names, max_seconds=1e-9).status == "timeout"
