@@ -30,11 +30,12 @@ get R² = 0, so the ranking picks the constant. A constant function never explai
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from kan_core.errors import TrainingCancelled
 from kan_core.functions import DEFAULT_LIBRARY, FunctionLibrary, SymbolicFunction
 
 Affine = tuple[float, float, float, float]
@@ -91,6 +92,7 @@ def fit_affine(
     polish_steps: int = 20,
     min_rel_std: float = 0.05,
     max_elements: int = 1 << 23,
+    should_stop: Callable[[], bool] | None = None,
 ) -> AffineFit:
     """Best ``y ≈ c * f(a*x + b) + d`` for every edge (row) and every function.
 
@@ -99,7 +101,8 @@ def fit_affine(
     Search: a `grid` x `grid` grid over a_range x b_range, then `zoom_iters` zooms of
     `zoom_grid` x `zoom_grid` around the best point, all on `n_grid` points evenly spaced over
     sorted x; then `polish_steps` Levenberg-Marquardt steps on `n_polish` points. `min_rel_std`:
-    see the module docstring.
+    see the module docstring. ``should_stop()`` is asked before each function's fit (True raises
+    `TrainingCancelled`): a wide layer's fit takes long, and a cancel must not wait for all of it.
     `max_elements` bounds one (edges, a, b, points) block. Returns float64 params (E, F, 4) and
     R² (E, F) measured on all N points.
     """
@@ -128,6 +131,8 @@ def fit_affine(
 
     params, r2s = [], []
     for fn in lib.values():
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"symbolic fitting cancelled before {fn.name!r}")
         kind = _shape_kind(fn)
         if kind == "constant":
             p, r2 = const_fit, y_const.to(x.dtype)

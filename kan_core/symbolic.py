@@ -10,7 +10,7 @@ Ranking follows pykan's ``suggest_symbolic``: lower score is better,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -181,6 +181,7 @@ def auto_symbolic(
     weight_simple: float = 0.8,
     r2_threshold: float = 0.0,
     library: FunctionLibrary | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[EdgeChoice]:
     """Fix every active, still-spline edge to its best-scoring function (when R² >= r2_threshold).
 
@@ -189,7 +190,9 @@ def auto_symbolic(
     actually see in the symbolic network. pykan instead fits every layer on the activations of
     one forward pass; on small trained KANs (seed formula, hypot, x1*x2) recomputing gave an
     equal or lower error before the final retraining and never a worse formula.
-    Returns one EdgeChoice per considered edge, in (l, i, j) order.
+    Returns one EdgeChoice per considered edge, in (l, i, j) order. ``should_stop()`` is asked
+    before each layer and each function's fit (True raises `TrainingCancelled`; the layers done
+    stay fixed).
     """
     _check_weight(weight_simple)
     fns = resolve_library(lib, library)
@@ -200,7 +203,7 @@ def auto_symbolic(
         if len(todo) == 0:
             continue
         xe, ye = _edge_samples(model, x, l, todo[:, 0], todo[:, 1])  # (E, B)
-        best = rank(fit_affine(xe, ye, fns), weight_simple, topk=1)
+        best = rank(fit_affine(xe, ye, fns, should_stop=should_stop), weight_simple, topk=1)
         for (i, j), (cand,) in zip(todo.tolist(), best):
             fixed = cand.r2 >= r2_threshold
             if fixed:

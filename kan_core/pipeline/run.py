@@ -258,7 +258,7 @@ class _Run:
         choices = []
         if stage.auto:
             found = auto_symbolic(model, x, lib=stage.lib, weight_simple=stage.weight_simple,
-                                  r2_threshold=stage.r2_threshold, library=self.library)
+                                  r2_threshold=stage.r2_threshold, library=self.library, should_stop=self.should_stop)
             choices = [_choice_dict(c.l, c.i, c.j, c.candidate, c.fixed) for c in found]
         return {"fixes": fixes, "choices": choices}
 

@@ -111,7 +111,8 @@ def test_values_whose_statistics_overflow_are_refused(client, session_factory, b
 
 def test_csv_values_whose_statistics_overflow_are_refused(client, session_factory) -> None:
     csv = b"a,y\n1e300,1\n-1e300,2\n1,3\n"
-    problem = assert_problem(client.post("/v1/datasets", content=csv, headers={"content-type": "text/csv"}), 422, "body")
+    response = client.post("/v1/datasets", content=csv, headers={"content-type": "text/csv"})
+    problem = assert_problem(response, 422, "body")
     assert problem["column"] == "a"
     assert stored(session_factory) == (0, 0, 0)
 
