@@ -35,6 +35,7 @@ from service.config import Settings, queue_for
 from service.errors import Conflict, InvalidInput, NotFound
 from service.ids import new_id
 from service.models import Dataset, Job, JobKind, JobStatus, utcnow
+from service.rows import rows_json, validate_inputs
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.discoveries import (
     Budget,
@@ -224,8 +225,8 @@ def predict(session: Session, settings: Settings, store: model_store.ModelStore,
         raise Conflict(f"discovery {job.id!r} ({job.status.value}) has no formula to predict with",
                        job_status=job.status.value)
     names = chosen["variables"]
-    x = model_store.validate_inputs(inputs, len(names), settings.max_predict_rows)
-    return chosen, model_store.rows_json(store.text_formula(chosen["formula"], names).evaluate(x))
+    x = validate_inputs(inputs, len(names), settings.max_predict_rows)
+    return chosen, rows_json(store.text_formula(chosen["formula"], names).evaluate(x))
 
 
 # --------------------------------------------------------------------------------------------------

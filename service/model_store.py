@@ -13,12 +13,10 @@ another process is served at most that much longer; one deleted through this pro
 from __future__ import annotations
 
 import logging
-import math
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import numpy as np
 import sympy
@@ -34,20 +32,18 @@ from kan_core import plot as kan_plot
 from kan_core.frozen import FrozenKAN
 from kan_core.model import KAN
 from service import datasets
-from service.cache import TTLCache
+from service.cache import LRUCache, TTLCache
 from service.db import begin_read
-from service.errors import Conflict, InvalidInput, NotFound
+from service.errors import Conflict, NotFound
 from service.expr import STORED_LIMITS
 from service.expr import parse as parse_expression
 from service.models import Dataset, Job, JobStatus, Model
+from service.rows import json_ready, rows_json, validate_inputs
 from service.schemas.common import decode_cursor, split_page
 from service.schemas.models import PredictMode
 from service.tenancy import get_owned, owned
 
 log = logging.getLogger(__name__)
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 SAMPLE_ROWS = 1_000  # training rows behind spline curves, importances and plots
 # predictions whose largest temporary (rows x inputs x knots of the widest layer) is at most this many
@@ -55,98 +51,6 @@ SAMPLE_ROWS = 1_000  # training rows behind spline curves, importances and plots
 FROZEN_MAX_CELLS = 2**15
 INLINE_PREDICT_ROWS = 32  # predictions this small run on the event loop once their model is cached
 _MISSING = object()
-
-
-# --------------------------------------------------------------------------------------------------
-# cache
-
-
-class LRUCache(Generic[K, V]):
-    """A bounded, thread-safe LRU map whose `get_or_create` runs the factory once per missing key
-    (concurrent callers of the same key wait for that one result; a failed factory caches nothing)."""
-
-    def __init__(self, maxsize: int):
-        if maxsize < 1:
-            raise ValueError("maxsize must be >= 1")
-        self.maxsize = maxsize
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[K, threading.Lock] = {}
-
-    def get_or_create(self, key: K, factory: Callable[[], V]) -> V:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                if key in self._data:
-                    self._data.move_to_end(key)
-                    return self._data[key]
-            try:
-                value = factory()
-                with self._lock:
-                    self._data[key] = value
-                    while len(self._data) > self.maxsize:
-                        self._data.popitem(last=False)
-            finally:
-                with self._lock:
-                    self._loading.pop(key, None)
-        return value
-
-    def peek(self, key: K, default: Any = None) -> Any:
-        """The value cached under `key` (marked recently used), else `default`; never loads it."""
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-            return default
-
-    def discard(self, predicate: Callable[[K], bool]) -> None:
-        with self._lock:
-            for key in [k for k in self._data if predicate(k)]:
-                del self._data[key]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
-
-    def __contains__(self, key: object) -> bool:
-        with self._lock:
-            return key in self._data
-
-
-# --------------------------------------------------------------------------------------------------
-# JSON helpers
-
-
-def json_ready(obj: Any) -> Any:
-    """numpy / torch values -> plain Python, non-finite floats -> None (JSON has no NaN)."""
-    if isinstance(obj, dict):
-        return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return json_ready(obj.detach().cpu().tolist())
-    if isinstance(obj, np.ndarray):
-        return json_ready(obj.tolist())
-    if isinstance(obj, np.generic):
-        return json_ready(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
-
-
-def rows_json(y: np.ndarray) -> list[list[float | None]]:
-    """A (B, O) array as JSON rows; non-finite values become None."""
-    y = np.asarray(y, dtype=np.float64)
-    finite = np.isfinite(y)
-    if finite.all():
-        return y.tolist()
-    out = y.astype(object)
-    out[~finite] = None
-    return out.tolist()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,33 +127,6 @@ def _weights(session: Session, model_id: str) -> bytes:
     if weights is None:
         raise NotFound("model", model_id)
     return weights
-
-
-# --------------------------------------------------------------------------------------------------
-# inputs
-
-
-def validate_inputs(rows: Sequence[Sequence[float]], n_inputs: int, max_rows: int) -> np.ndarray:
-    """Request rows -> a (B, n_inputs) float64 array, or InvalidInput naming the offending field."""
-    if not rows:
-        raise InvalidInput("inputs must contain at least one row", field="inputs")
-    if len(rows) > max_rows:
-        raise InvalidInput(f"at most {max_rows} rows per request, got {len(rows)}", field="inputs")
-    try:
-        x = np.array(rows, dtype=np.float64)
-    except ValueError:  # ragged rows
-        x = None
-    if x is None or x.ndim != 2 or x.shape[1] != n_inputs:  # find the first bad row only when there is one
-        for i, row in enumerate(rows):
-            if len(row) != n_inputs:
-                raise InvalidInput(f"inputs[{i}] has {len(row)} values; the model takes {n_inputs}",
-                                   field=f"inputs[{i}]")
-        raise InvalidInput(f"inputs must be rows of {n_inputs} numbers", field="inputs")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
-        raise InvalidInput(f"inputs[{i}][{j}] is not a finite number", field=f"inputs[{i}][{j}]")
-    return x
 
 
 # --------------------------------------------------------------------------------------------------
