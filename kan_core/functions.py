@@ -76,6 +76,18 @@ def _exp(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(x.clamp(max=50.0))
 
 
+def _sinh(x: torch.Tensor) -> torch.Tensor:
+    return torch.sinh(x.clamp(-50.0, 50.0))
+
+
+def _cosh(x: torch.Tensor) -> torch.Tensor:
+    return torch.cosh(x.clamp(-50.0, 50.0))
+
+
+def _hyperbolic_domain(x: torch.Tensor) -> torch.Tensor:
+    return x.abs() < 50.0
+
+
 def _nonzero(x: torch.Tensor) -> torch.Tensor:
     return x.abs() > 1e-8
 
@@ -122,6 +134,8 @@ _BUILTIN: tuple[SymbolicFunction, ...] = (
     SymbolicFunction("cos", torch.cos, sympy.cos, 2),
     SymbolicFunction("tan", _tan, sympy.tan, 3, _tan_domain),
     SymbolicFunction("tanh", torch.tanh, sympy.tanh, 3),
+    SymbolicFunction("sinh", _sinh, sympy.sinh, 3, _hyperbolic_domain),
+    SymbolicFunction("cosh", _cosh, sympy.cosh, 3, _hyperbolic_domain),
     SymbolicFunction("sgn", torch.sign, sympy.sign, 3),
     SymbolicFunction("arcsin", lambda x: torch.arcsin(_clamp_unit(x)), sympy.asin, 4, _closed_unit),
     SymbolicFunction("arccos", lambda x: torch.arccos(_clamp_unit(x)), sympy.acos, 4, _closed_unit),

@@ -91,3 +91,16 @@ def test_library_validates_entries():
 def test_library_is_read_only():
     with pytest.raises(TypeError):
         DEFAULT_LIBRARY["new"] = DEFAULT_LIBRARY["sin"]  # type: ignore[index]
+
+
+def test_hyperbolic_sine_and_cosine_are_fitted_and_cost_like_tanh():
+    from kan_core.affine_fit import fit_affine
+
+    x = torch.linspace(-2, 2, 200, dtype=torch.float64)
+    y = torch.stack([1.5 * torch.sinh(0.8 * x + 0.3) - 0.5, 2.0 * torch.cosh(1.2 * x) + 1.0])  # (2, N)
+    fit = fit_affine(torch.stack([x, x]), y)
+    assert fit.r2[0, fit.names.index("sinh")] > 1 - 1e-9 and fit.r2[1, fit.names.index("cosh")] > 1 - 1e-9
+    assert fit.r2[1, fit.names.index("sinh")] < 0.99  # an even curve is no sinh
+    costs = {n: DEFAULT_LIBRARY[n].complexity for n in ("sin", "tanh", "sinh", "cosh", "arcsin")}
+    assert costs["sin"] < costs["sinh"] == costs["cosh"] == costs["tanh"] < costs["arcsin"]
+    assert "sinh" not in SEED_LIBRARY_NAMES  # the default pipeline's library is unchanged
