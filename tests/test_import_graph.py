@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kan_core", "service")
 
@@ -139,7 +137,4 @@ def test_no_import_cycle_among_project_modules():
     # through anything but that __init__
     pruned = {m: {t for t in ts if not _is_package_init_edge(graph, m, t)} for m, ts in graph.items()}
     cycles = _cycles(pruned)
-    if cycles == [["service.executors.celery", "service.worker.celery_app"]]:
-        pytest.xfail("service/executors/celery.py and service/worker/celery_app.py import each other (issue 11, "
-                     "the service part removes it)")
     assert cycles == [], f"import cycles: {cycles}"
