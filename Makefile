@@ -1,7 +1,7 @@
 # Everyday commands. `make serve` and `make test` create .venv when it is missing and install the project
 # into it (pip install -c constraints.txt -e ".[dev]": pyproject.toml accepts a range of torch, constraints.txt
-# pins the tested one). The install runs again only when pyproject.toml or constraints.txt changes: $(STAMP)
-# records the last one.
+# pins the tested one), with the Python client (./client, its own distribution). The install runs again only
+# when pyproject.toml, constraints.txt or client/pyproject.toml changes: $(STAMP) records the last one.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -22,8 +22,8 @@ help:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+$(STAMP): pyproject.toml constraints.txt client/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]" -e "./client[all]"
 	touch $@
 
 install: $(STAMP)
