@@ -29,12 +29,13 @@ from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.sparse_terms import Dictionary, build_dictionary, nice_number
 
 EXACT_REL_RMSE = 1e-7  # rmse / std(y) below this on the training rows: the formula is taken as exact
-SELECT_ROWS = 600  # rows used by the support search (evenly spaced); refits use every row
-STLSQ_MAX_COLUMNS = 400  # thresholded least squares only on dictionaries up to this wide
+SELECT_ROWS = 400  # rows used by the support search (evenly spaced); refits use every row
+STLSQ_MAX_COLUMNS = 250  # thresholded least squares only on dictionaries up to this wide
 MIN_PROJECTED_NORM = 1e-7  # a column this close to the span of the chosen ones is skipped
 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
 TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin")
+MAX_TIER = {"rational": 2, "y^2": 2, "1/y^2": 1, "sqrt": 1}  # the highest tier tried with these transforms
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def fit_sparse(
         for name in transforms:
             if stop():
                 break
-            target = _transform(name, y)
+            target = _transform(name, y) if tier <= MAX_TIER.get(name, TIERS[-1]) else None
             if target is None:
                 continue
             cols = _columns(full, tier, name, X, symbols, y)
@@ -191,17 +192,17 @@ def _beam_search(
     tss = float(t @ t)
     if tss <= 1e-300 or A.shape[1] == 0:
         return []
-    states: list[tuple[tuple[int, ...], np.ndarray, np.ndarray]] = [((), A, t)]
+    # a state: (support, A projected off the support's span, the squared norms of those columns, residual)
+    states: list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]] = [((), A, ok.astype(float), t)]
     found: list[tuple[int, ...]] = []
     for _ in range(max_terms):
         if stop() or not states:
             break
         pool: dict[tuple[int, ...], tuple[float, int, int]] = {}
-        for s, (support, P, r) in enumerate(states):
-            pn = np.linalg.norm(P, axis=0)
-            valid = ok & (pn > MIN_PROJECTED_NORM)
+        for s, (support, P, pn2, r) in enumerate(states):
+            valid = ok & (pn2 > MIN_PROJECTED_NORM**2)
             valid[list(support)] = False
-            score = np.where(valid, (P.T @ r) ** 2 / np.where(valid, pn, 1.0) ** 2, -1.0)
+            score = np.where(valid, (r @ P) ** 2 / np.where(valid, pn2, 1.0), -1.0)
             k = min(beam, int(valid.sum()))
             for j in np.argpartition(-score, k - 1)[:k] if k else []:
                 key = tuple(sorted((*support, int(j))))
@@ -210,14 +211,15 @@ def _beam_search(
                     pool[key] = (rss, s, int(j))
         new = []
         for key, (_, s, j) in sorted(pool.items(), key=lambda kv: kv[1][0])[:beam]:
-            _, P, r = states[s]
+            _, P, pn2, r = states[s]
             q = P[:, j] / np.linalg.norm(P[:, j])  # (R,) the new direction
-            new.append((key, P - np.outer(q, q @ P), r - q * (q @ r)))
+            qP = q @ P  # (D,)
+            new.append((key, P - np.outer(q, qP), pn2 - qP**2, r - q * (q @ r)))
         states = new
         if not states:
             break
         found.append(states[0][0])
-        if float(states[0][2] @ states[0][2]) <= 1e-20 * tss:
+        if float(states[0][3] @ states[0][3]) <= 1e-20 * tss:
             break
     return found
 
