@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from service import migrate
 from service.api.deps import ReadScope, SingleValuedQuery
+from service.api.links import add_links
 from service.api.middleware import BodySizeLimitMiddleware
 from service.api.routes import datasets, discoveries, exports, health, jobs, models
 from service.cache import TTLCache
@@ -18,8 +19,9 @@ from service.errors import install_exception_handlers
 from service.executors import make_executor
 from service.metrics import Metrics, MetricsMiddleware
 from service.model_store import ModelStore
-from service.ratelimit import RateLimiter, rates_from, storage_uri_from
+from service.ratelimit import limiter_from
 from service.schemas.common import problem_responses
+from service.ui import install as install_ui
 
 
 # Routes are matched in order, one by one: /v1/models (predict, the hot path) first saves the
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # loaded models, formulas, plots cached per model id; predict's model rows for lookup_cache_ttl_s
     app.state.model_store = ModelStore(row_ttl_s=settings.lookup_cache_ttl_s)
     app.state.key_cache = TTLCache(settings.lookup_cache_ttl_s)  # API key lookups (service.api.deps)
-    app.state.rate_limiter = RateLimiter(rates_from(settings), storage_uri_from(settings))  # Redis: shared by replicas
+    app.state.rate_limiter = limiter_from(settings)  # in Redis when scaled out: shared by the API replicas
     # predictions already run on many request threads; torch's intra-op pool on top of them only
     # oversubscribes the cores (1,000-row p95 went from ~10 ms to ~150-450 ms on a busy 2-core box)
     torch.set_num_threads(settings.torch_threads)
@@ -69,4 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in V1_ROUTERS:  # every /v1 route needs a key (when auth is on); writes say so
         app.include_router(module.router, prefix="/v1", dependencies=[ReadScope, SingleValuedQuery],
                            responses=problem_responses(401, 403))
+    install_ui(app)  # the dashboard at /ui (service.ui): pages over the /v1 routes above
+    _document_links(app)
     return app
+
+
+def _document_links(app: FastAPI) -> None:
+    """The generated OpenAPI document with its links (service.api.links)."""
+    generate = app.openapi
+    app.openapi = lambda: add_links(generate())  # type: ignore[method-assign]
