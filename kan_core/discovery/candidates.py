@@ -64,6 +64,9 @@ def candidates(
     Order (each only where it applies to the data):
     0. sparse: ``t(y) = c_0 + sum_k c_k g_k(x)`` over a dictionary of terms (`kan_core.sparse`:
        deterministic, seconds, no network): polynomials, monomials, sums of library terms, rationals;
+    0b. structure, >= 2 inputs (`kan_core.recurse`): a surrogate's separability and symmetry tests
+       split the problem into smaller ones, solved by these candidates and composed back; it gives
+       up after the tests when the data shows no structure;
     1. log-additive: ``log y = sum_i f_i(x_i)`` (all targets > 0): products, ratios and powers of
        positive factors, a single-layer KAN in log space;
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
@@ -106,6 +109,9 @@ def candidates(
     recipe = _stages(0.01, 10.0, 20, lib)
     add("sparse", "sparse", ModelConfig(seed=seed), (), raw,
         "sparse regression over a dictionary of terms, on y and transformed targets (no network)")
+    if n >= 2:
+        add("structure", "structure", ModelConfig(seed=seed), (), raw,
+            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     if y_pos:
         add("log-additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
             log_y, "log y = sum f_i(x_i), standardised inputs")

@@ -18,7 +18,7 @@ from kan_core.expr import STORED_LIMITS, ExpressionError
 from kan_core.expr import parse as parse_expression
 from kan_core.pipeline import FAMILIES, PipelineConfig
 
-Family = Literal["kan", "product", "product_additive", "sparse"]
+Family = Literal["kan", "product", "product_additive", "sparse", "structure"]
 Status = Literal["ok", "no_formula", "failed", "cancelled", "timeout"]
 
 __all__ = ["FAMILIES", "Budget", "CandidateResult", "CandidateSpec", "DiscoveryEvent", "DiscoveryResult",
@@ -134,6 +134,7 @@ class CandidateResult:
     network_test_rmse: float | None = None  # the trained network before/without the formula
     error: str | None = None
     label: str = ""
+    structure: dict[str, Any] | None = None  # "structure" family: how the formula was built (kan_core.recurse)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "var_names", tuple(self.var_names))

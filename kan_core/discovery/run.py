@@ -29,6 +29,7 @@ from kan_core.discovery.records import (
 )
 from kan_core.discovery.select import choose, is_exact, pareto_front
 from kan_core.discovery.simplify import polish_formula
+from kan_core.discovery.structured import solve_dataset
 from kan_core.errors import KANError, TrainingCancelled
 from kan_core.formula import evaluate_formula, formula_complexity, formula_latex
 from kan_core.metrics import fit_metrics, rmse
@@ -88,6 +89,8 @@ def run_candidate(
 
     if spec.family == "sparse":
         return _run_sparse(dataset, names, stop, timed_out, result, start)
+    if spec.family == "structure":
+        return _run_structure(dataset, spec, names, stop, timed_out, result, start, deadline, on_progress)
     pipe = spec.pipeline
     split = next((i for i, s in enumerate(pipe.stages) if isinstance(s, SymbolicStage)), len(pipe.stages))
     head_config, tail = replace(pipe, stages=pipe.stages[:split]), pipe.stages[split:]
@@ -144,6 +147,38 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
             break
     best = choose(pareto_front(variants))
     return replace(best, seconds=time.monotonic() - start) if best is not None else result("no_formula")
+
+
+STRUCTURE_SECONDS = 75.0  # the structure family's own time limit, so later candidates still run
+
+
+def _run_structure(dataset: Dataset, spec: CandidateSpec, names: tuple[str, ...], stop: Callable[[], bool],
+                   timed_out: list[bool], result: Callable[..., CandidateResult], start: float,
+                   deadline: float | None, on_progress: Callable[[DiscoveryEvent], None] | None) -> CandidateResult:
+    """The "structure" family (`kan_core.discovery.structured`): split the problem by the structure
+    of a surrogate, solve the parts (leaves: this module's candidates), compose; the formula is
+    polished, refitted and measured like any other and carries its tree in ``structure``."""
+    seconds = STRUCTURE_SECONDS if deadline is None else min(STRUCTURE_SECONDS, deadline - time.monotonic())
+    x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
+    y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
+    try:
+        out = solve_dataset(dataset, names, max_seconds=max(seconds, 1e-3), should_stop=stop, run_one=run_candidate,
+                            seed=spec.pipeline.model.seed, on_progress=on_progress)
+        if out.expr is None:
+            return result("no_formula", structure=out.tree)
+        expr = sharpen_constants(polish_formula(out.expr, names, dataset), names, x, y)
+        metrics = formula_metrics(expr, names, dataset)
+    except TrainingCancelled:
+        return result("timeout" if timed_out[0] else "cancelled")
+    except (KANError, ValueError, TypeError, RuntimeError, ArithmeticError, RecursionError,
+            np.linalg.LinAlgError) as exc:
+        return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
+    if metrics["test_rmse"] is None:
+        return result("failed", error="the formula is not finite on the test split", formula=str(expr),
+                      structure=out.tree)
+    tree = {**out.tree, "formula": str(expr)}
+    return result("ok", formula=str(expr), latex=formula_latex(expr), complexity=formula_complexity(expr),
+                  structure=tree, **metrics)
 
 
 def _retuned(tail: tuple, weight: float | None) -> tuple:

@@ -33,7 +33,7 @@ def _check_nonneg(obj: Any, *names: str) -> None:
         _require(math.isfinite(value) and value >= 0, f"{name} must be finite and >= 0, got {value}")
 
 
-FAMILIES: tuple[str, ...] = ("kan", "product", "product_additive", "sparse")
+FAMILIES: tuple[str, ...] = ("kan", "product", "product_additive", "sparse", "structure")
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ class ModelConfig:
     # the network: "kan" is a plain KAN of `width`; "product" the separable product network
     # sum_{r < product_rank} c_r prod_i f_ri(x_i) + d, "product_additive" that plus sum_i g_i(x_i)
     # (kan_core.product; width is then ignored), initialised by ALS from `als_restarts` starts;
-    # "sparse" trains no network (kan_core.sparse, run by kan_core.discovery.run_candidate)
-    family: Literal["kan", "product", "product_additive", "sparse"] = "kan"
+    # "sparse" trains no network (kan_core.sparse, run by kan_core.discovery.run_candidate);
+    # "structure" splits the problem by the structure of a surrogate and recurses (kan_core.recurse)
+    family: Literal["kan", "product", "product_additive", "sparse", "structure"] = "kan"
     product_rank: int = 1
     als_restarts: int = 6
 

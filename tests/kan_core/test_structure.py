@@ -8,13 +8,17 @@ from exact parts on real surrogates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import sympy
+import torch
 
+from kan_core.data import make_dataset
+from kan_core.discovery import CandidateResult, candidates, run_candidate
 from kan_core.judge import is_solution
 from kan_core.recurse import Problem, solve_structure
 from kan_core.structure import (
@@ -165,6 +169,20 @@ def test_recursion_substitutes_a_difference_and_inverts_a_transform():
 def test_solve_structure_rejects_bad_arguments():
     x = np.zeros((10, 2))
     with pytest.raises(ValueError):
-        solve_structure(x, np.zeros(10), x, np.zeros(10), ("a",), max_seconds=1)
+        solve_structure(x, np.zeros(10), x, np.zeros(10), ("a",), max_seconds=1, leaf_solver=_library_leaf)
     with pytest.raises(ValueError):
-        solve_structure(x, np.zeros(10), x, np.zeros(10), ("a", "b"), max_seconds=0)
+        solve_structure(x, np.zeros(10), x, np.zeros(10), ("a", "b"), max_seconds=0, leaf_solver=_library_leaf)
+
+
+def test_structure_candidate_records_its_tree_and_gives_up_without_structure():
+    sep = make_dataset(lambda x: torch.sin(x[:, 0]) + torch.exp(x[:, 1]), 2, n_train=300, n_test=300, seed=3)
+    spec = next(s for s in candidates(sep) if s.family == "structure")
+    res = run_candidate(sep, spec, var_names=["a", "b"])
+    assert res.status == "ok" and is_solution(res.formula, "sin(a) + exp(b)", ["a", "b"]), res.formula
+    assert (res.structure["node"], res.structure["op"]) == ("split", "add")
+    assert res.structure["formula"] == res.formula
+    assert CandidateResult.from_dict(json.loads(json.dumps(res.to_dict()))) == res
+    joint = make_dataset(lambda x: x[:, 0] * x[:, 1] + torch.sin(x[:, 0] + x[:, 1] ** 2), 2, n_train=300,
+                         n_test=300, seed=3)
+    res = run_candidate(joint, spec)
+    assert res.status == "no_formula" and res.structure["node"] == "none"
