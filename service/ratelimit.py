@@ -72,12 +72,19 @@ def storage_uri_from(settings: Settings) -> str:
     return MEMORY
 
 
+def limiter_from(settings: Settings) -> RateLimiter:
+    """The deployment's limiter; in a shared Redis its keys carry KAN_QUEUE_PREFIX, as the queues do,
+    so that deployments sharing one Redis keep their limits apart."""
+    return RateLimiter(rates_from(settings), storage_uri_from(settings), key_prefix=f"{KEY_PREFIX}:{settings.queue_prefix}")
+
+
 class RateLimiter:
     """Moving windows per (caller, route class) in `storage_uri` (memory:// or redis://...)."""
 
-    def __init__(self, rates: Mapping[RouteClass, Rate], storage_uri: str = MEMORY) -> None:
+    def __init__(self, rates: Mapping[RouteClass, Rate], storage_uri: str = MEMORY, *,
+                 key_prefix: str = KEY_PREFIX) -> None:
         self.shared = storage_uri != MEMORY  # reached over the network: callers keep it off the event loop
-        options = {"key_prefix": KEY_PREFIX, "socket_timeout": REDIS_TIMEOUT_S,
+        options = {"key_prefix": key_prefix, "socket_timeout": REDIS_TIMEOUT_S,
                    "socket_connect_timeout": REDIS_TIMEOUT_S} if self.shared else {}
         self._storage = storage_from_string(storage_uri, wrap_exceptions=True, **options)
         self._windows = MovingWindowRateLimiter(self._storage)

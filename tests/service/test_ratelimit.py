@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from jobs_support import assert_problem
 from security_support import bearer, make_key, seed_tenant
 from service.config import Settings
-from service.ratelimit import MEMORY, Rate, RateLimiter, RouteClass, retry_after, storage_uri_from
+from service.ratelimit import MEMORY, Rate, RateLimiter, RouteClass, limiter_from, retry_after, storage_uri_from
 
 SLOW = 1 / 3600  # one request an hour
 
@@ -106,6 +106,17 @@ def test_limiters_on_one_redis_share_the_window(broker) -> None:
     assert granted == [True, True, True, True, False, False]
     assert 0 < second.check(caller, RouteClass.jobs) <= 4 * 3600
     assert first.acquire(f"{broker.prefix}other", RouteClass.jobs) == 0.0
+
+
+@pytest.mark.redis
+def test_deployments_sharing_a_redis_keep_their_limits_apart(broker, make_settings) -> None:
+    """As their queues, their windows carry KAN_QUEUE_PREFIX."""
+    a, b = (limiter_from(make_settings(executor="celery", broker_url=broker.url, queue_prefix=f"{broker.prefix}{name}-",
+                                       rate_limit_jobs_per_min=1 / 60, rate_limit_jobs_burst=1)) for name in "ab")
+    assert a.shared and b.shared
+    assert a.acquire("default/-", RouteClass.jobs) == 0.0
+    assert a.acquire("default/-", RouteClass.jobs) > 0
+    assert b.acquire("default/-", RouteClass.jobs) == 0.0
 
 
 # ---- over HTTP
