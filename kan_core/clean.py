@@ -6,8 +6,8 @@ forms that sympy cannot compare with the textbook one (``1/sqrt(m**-2 - v**2/(c*
 ``m/sqrt(1 - v**2/c**2)``). `clean_formula` applies, in order:
 
 1. `collapse_constants`: the largest subexpressions that are constant on the data (within a
-   tolerance of the fit) become their mean value, and terms of sums whose removal leaves the
-   formula's values as they were are removed;
+   tolerance of the fit) become their mean value, and small terms of sums whose removal leaves
+   the formula's values as they were are removed;
 2. `trig_rewrites`: a few targeted sympy rewrites (fu's TR rules: power reduction, product to
    sum, sum to angle; expand_trig), only on small expressions (they are polynomial-time
    rewrites, unlike trigsimp, which hung on formulas of ~20 operations);
@@ -28,7 +28,8 @@ from sympy.simplify.fu import TR5, TR7, TR8, TR10i, TR11
 
 from kan_core.formula import evaluate_formula, formula_complexity
 
-MAX_CLEAN_NODES = 300  # formulas above this many tree nodes are returned as they are
+MAX_CLEAN_NODES = 150  # formulas above this many tree nodes are returned as they are
+SMALL_TERM = 1e-3  # only terms this small next to their sum are candidates for removal
 MAX_TRIG_OPS = 60  # trigonometric rewrites only up to this many operations...
 MAX_TRIG_FUNCTIONS = 8  # ...and this many trigonometric functions
 AGREE_RTOL = 1e-9  # a rewrite must reproduce the formula's values to this relative tolerance
@@ -51,6 +52,9 @@ class _Data:
         self.y = y
 
     def values(self, expr: sympy.Expr) -> np.ndarray | None:
+        if not expr.free_symbols:
+            v = complex(expr.evalf()) if expr.is_number else None
+            return None if v is None or v.imag or not np.isfinite(v.real) else np.full(len(self.X), v.real)
         try:
             v = evaluate_formula(expr, self.names, self.X)
         except (ValueError, TypeError, ZeroDivisionError, NameError, KeyError, AttributeError):
@@ -117,12 +121,16 @@ def collapse_constants(
         trial = current.xreplace({node: sympy.Float(float(np.mean(v)), 15)})
         if trial.free_symbols and data.fits(trial):
             current = trial
-    for _ in range(3):  # drop terms of sums (a constant left over is a term too)
+    for _ in range(3):  # drop small terms of sums (a constant left over is a term too)
         changed = False
         for node in _nodes_largest_first(current):
             if not isinstance(node, sympy.Add) or not current.has(node):
                 continue
+            total = data.values(node)
             for term in node.args:
+                v = data.values(term) if total is not None else None
+                if v is None or float(np.abs(v).max()) > SMALL_TERM * float(np.abs(total).max()):
+                    continue
                 trial = current.xreplace({node: node - term})
                 if trial.free_symbols and data.fits(trial):
                     current, changed = trial, True
