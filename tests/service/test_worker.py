@@ -15,8 +15,9 @@ from sqlalchemy import func, select
 
 from jobs_support import FAST, REAP_FAST, insert_dataset, tiny_pipeline, wait_for
 from kan_core.pipeline import ProgressEvent
-from service.models import Job, Model
+from service.models import Job, JobKind, Model
 from service.worker import jobstate
+from service.worker.handlers import HANDLERS, handler_for
 from service.worker.local import WorkerPool
 from service.worker.runner import ProgressReporter, StopSignal
 
@@ -108,6 +109,14 @@ def test_stop_signal_reasons(client, session_factory, dataset_id):
     shutdown.set()
     late = StopSignal(session_factory, claim, deadline=10.0, shutdown=shutdown)
     assert late() and late.reason == "shutdown"
+
+
+def test_every_kind_a_worker_can_claim_has_a_handler():
+    """Workers pick a job's handler by its kind; discovery parents are never claimed (they advance on
+    events), so a worker that somehow got one fails it with a clear error instead of guessing."""
+    assert set(HANDLERS) == set(JobKind) - {JobKind.discovery}
+    with pytest.raises(LookupError, match="discovery"):
+        handler_for(JobKind.discovery)
 
 
 # --------------------------------------------------------------------------------------------------
