@@ -248,6 +248,7 @@ def front_point(child: Job, result: kd.CandidateResult) -> dict[str, Any]:
         complexity=result.complexity, test_rmse=result.test_rmse, r2=result.test_r2, train_rmse=result.train_rmse,
         formula=result.formula, latex=result.latex or "", variables=list(result.var_names), job_id=child.id,
         candidate={"id": config.get("id"), "family": config.get("family"), "label": config.get("label", "")},
+        structure=result.structure,
     ).model_dump(mode="json")
 
 

@@ -92,7 +92,7 @@ class BatchCreate(_Input):
 
 class CandidateRef(BaseModel):
     id: str | None = Field(None, description="The engine's candidate id, e.g. `01-product`.")
-    family: str | None = Field(None, description="kan | product | product_additive")
+    family: str | None = Field(None, description="kan | product | product_additive | sparse | structure")
     label: str = Field("", description="What the candidate tries, in words.")
 
 
@@ -106,6 +106,12 @@ class FrontPoint(BaseModel):
     variables: list[str] = Field(description="The formula's variables, in the order of the dataset's features.")
     job_id: str = Field(description="The candidate job that found it (see /v1/jobs).")
     candidate: CandidateRef
+    structure: dict[str, Any] | None = Field(
+        None, description="How a `structure` candidate built the formula: a tree of splits (`op` add | mul, the "
+                          "variable `groups`), substitutions (`variable` = `definition`), target transforms and "
+                          "leaves, each node with the `test`(s) that justified it (statistic vs threshold, in units "
+                          "of the surrogate's error) and its `formula`; see docs/discovery.md. Null for other "
+                          "candidates.")
 
 
 class DiscoveryPredictResponse(BaseModel):
