@@ -50,6 +50,9 @@ def _product_stages(lib: Sequence[str]) -> tuple:
     )
 
 
+MAX_SWEEP = 200  # at most this many candidates in all, however large the budget
+
+
 def candidates(
     dataset: Dataset,
     budget: Budget | None = None,
@@ -78,7 +81,10 @@ def candidates(
        ``exp(sin(pi x1) + x2^2)`` or ``sqrt(x1^2 + x2^2)`` after pruning;
     6. the seed recipe on ``[n, 5, 1]`` (pykan's: lamb 0.01, entropy 10, prune, retrain);
     7. log-target ``[n, 5, 1]`` (all targets > 0);
-    8. ``[n, 5, 1]`` mild on standardised inputs and target; ``[n, 4, 2, 1]``; then further seeds.
+    8. ``[n, 5, 1]`` mild on standardised inputs and target; ``[n, 4, 2, 1]``; then further seeds;
+    9. only when ``budget.max_candidates`` asks for more (up to MAX_SWEEP): a sweep over widths
+       ``[n,3,1]``, ``[n,8,1]``, ``[n,4,2,1]``, grids 3, 5, 8, the mild and seed-recipe regularisers,
+       raw and standardised data, each with a new seed.
     Every symbolic stage is followed by a Levenberg-Marquardt polish of the constants; the final
     formula's constants are refitted once more on the formula itself and keep as many digits as the
     fit needs (`kan_core.constants.sharpen_constants`).
@@ -140,6 +146,19 @@ def candidates(
             f"[n,5,1], lamb 0.002, raw data, seed +{extra}")
         add(f"seed-recipe-s{extra}", "kan", ModelConfig(width=wide, seed=seed + extra), recipe, raw,
             f"seed recipe, seed +{extra}")
+    # a budget above the fixed list buys a sweep: widths, grids, regularisers and seeds in turn
+    sweep = [(w, g, name, stages) for name, stages in (("mild", mild), ("recipe", recipe))
+             for w in ((n, 3, 1), (n, 8, 1), (n, 4, 2, 1)) for g in (3, 5, 8)]
+    extra = 4
+    while len(specs) < min(budget.max_candidates, MAX_SWEEP):
+        for width, grid, name, stages in sweep:
+            if len(specs) >= min(budget.max_candidates, MAX_SWEEP):
+                break
+            label = f"{list(width)}, grid {grid}, {name}, seed +{extra}"
+            add(f"sweep-{'-'.join(map(str, width[1:-1]))}-g{grid}-{name}-s{extra}", "kan",
+                ModelConfig(width=width, grid=grid, seed=seed + extra), stages, raw if extra % 2 else std_all,
+                label + (", raw data" if extra % 2 else ", standardised"))
+            extra += 1
     out = [CandidateSpec(id=f"{i:02d}-{name}", pipeline=pipe, priority=i, label=label)
            for i, (name, pipe, label) in enumerate(specs)]
     return out[: budget.max_candidates]

@@ -299,3 +299,13 @@ def test_discover_cancellation_returns_the_results_so_far(noisy):
     out = discover(noisy, Budget(max_candidates=20, max_seconds=300), on_progress=on_progress, should_stop=stop)
     assert out.stopped == "cancelled" and out.results and out.results[-1].status == "cancelled"
     assert all(math.isfinite(r.seconds) for r in out.results)
+
+
+def test_a_larger_budget_buys_a_sweep_of_widths_grids_and_seeds(signed):
+    fixed = [s for s in candidates(signed, Budget(max_candidates=1000)) if "sweep" not in s.id]
+    more = candidates(signed, Budget(max_candidates=len(fixed) + 30))
+    assert more[: len(fixed)] == fixed and len(more) == len(fixed) + 30
+    assert candidates(signed, Budget(max_candidates=len(fixed) + 10)) == more[: len(fixed) + 10]
+    sweep = [s.pipeline.model for s in more[len(fixed):]]
+    assert len({(m.width, m.grid, m.seed) for m in sweep}) == 30 and {m.grid for m in sweep} == {3, 5, 8}
+    assert len(candidates(signed, Budget(max_candidates=10**6))) == 200
