@@ -15,11 +15,12 @@ from service.ui.core import PREFIX, CallerDep, SameOrigin, problem_page, render
 router = APIRouter()
 EVENT_POLL_S = 0.25
 STATUSES = [status.value for status in JobStatus]
+PAGE_ROWS = 200  # jobs on one list page (the API's largest page); "Older…" follows the cursor
 
 
 @router.get("/jobs")
 async def jobs_page(caller: CallerDep, status: str | None = None, cursor: str | None = None):
-    page = await caller.get("/jobs", limit=200, cursor=cursor, status=status or None)
+    page = await caller.get("/jobs", limit=PAGE_ROWS, cursor=cursor, status=status or None)
     return render(caller, "jobs.html", page=page, status=status or "", statuses=STATUSES)
 
 
