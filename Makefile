@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml constraints.txt client/pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 serve: $(STAMP)
+	@echo "dashboard: http://$${KAN_HOST:-127.0.0.1}:$${KAN_PORT:-8000}/ui   API docs: http://$${KAN_HOST:-127.0.0.1}:$${KAN_PORT:-8000}/docs"
 	$(BIN)/kan-service serve
 
 worker: $(STAMP)
