@@ -1,8 +1,8 @@
 """Fixtures for the client tests: the real service (`kan-service serve` in a subprocess, on
-127.0.0.1, SQLite, one local worker) shared by the tests of a module, and clients of it. No mocks:
-every client call crosses real HTTP to the real app.
+127.0.0.1, SQLite, one local worker) shared by the client tests (one start-up for all: it is the
+slow part), and clients of it. No mocks: every client call crosses real HTTP to the real app.
 
-- `server`: the live service of this module (tests/service/e2e_support.Server).
+- `server`: the live service (tests/service/e2e_support.Server).
 - `client`: a kan_client.Client on it; `seed_dataset`: the seed formula sampled by the service.
 - `tiny_pipeline()`: a pipeline that trains in a second or two and ends with a formula.
 """
@@ -42,7 +42,7 @@ def tiny_pipeline(steps: int = 5) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     live = Server(tmp_path_factory.mktemp("client-server"), workers=1, **SERVICE_SETTINGS).start()
     try:
@@ -53,13 +53,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         live.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def client(server: Server) -> Iterator[Client]:
     with Client(server.url, timeout=60) as c:
         yield c
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def seed_dataset(client: Client):
     return client.create_dataset(expression=SEED_EXPRESSION, ranges=SEED_RANGES, n_train=200, n_test=100,
                                  name="seed")

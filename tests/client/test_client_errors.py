@@ -21,6 +21,7 @@ from kan_client import (
     AuthError,
     Client,
     ConflictError,
+    JobFailed,
     KanError,
     NotFoundError,
     RateLimitError,
@@ -28,8 +29,20 @@ from kan_client import (
     ValidationError,
 )
 
-# one job a second at most (a burst of one): the second submission in a row is refused with a 429
-SETTINGS = {"auth_enabled": True, "rate_limit_jobs_per_min": 60, "rate_limit_jobs_burst": 1}
+# a burst of one job, then one every 10 s: submissions in a row are soon refused with a 429
+SETTINGS = {"auth_enabled": True, "rate_limit_jobs_per_min": 6, "rate_limit_jobs_burst": 1}
+ONE_STEP = {"model": {"width": [2, 1]}, "stages": [{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}]}
+
+
+def refused(client: Client, dataset_id: str) -> RateLimitError:
+    """Submit jobs until one is refused (each accepted one is cancelled): the 429's error. However
+    slow the machine, one of a few submissions in a row lands within the 10 s refill."""
+    for _ in range(10):
+        try:
+            client.train(dataset_id, **ONE_STEP).cancel()
+        except RateLimitError as exc:
+            return exc
+    raise AssertionError("no 429 after 10 job submissions in a row")
 
 
 @pytest.fixture(scope="module")
@@ -64,33 +77,29 @@ def test_an_error_of_each_class_carries_status_and_field(api) -> None:
             client.model("mdl_missing")
         assert missing.value.status == 404 and missing.value.problem["resource"] == "model"
         dataset = client.create_dataset(expression=SEED_EXPRESSION, ranges=SEED_RANGES, n_train=20, n_test=10)
-        job = client.train(dataset.id, model={"width": [2, 1]},
-                           stages=[{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}])
-        with pytest.raises(RateLimitError) as limited:  # the second job within a second
-            client.train(dataset.id, model={"width": [2, 1]},
-                         stages=[{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}])
-        assert limited.value.status == 429 and limited.value.retry_after >= 1
-        assert job.cancel().status == "cancelled"
-        with pytest.raises(ConflictError) as conflict:
-            job.cancel()
+        limited = refused(client, dataset.id)
+        assert limited.status == 429 and limited.retry_after >= 1
+        with Client(live.url, key, retries=3) as patient:  # waits for Retry-After, then is served
+            job = patient.train(dataset.id, **ONE_STEP)
+            assert job.cancel().status == "cancelled"
+            with pytest.raises(ConflictError) as conflict:
+                job.cancel()
         assert conflict.value.status == 409
-        assert all(isinstance(e.value, KanError) for e in (server_error, invalid, missing, limited, conflict))
+        assert all(isinstance(e, KanError) for e in (server_error.value, invalid.value, missing.value, limited,
+                                                     conflict.value))
 
 
-def test_a_429_is_retried_after_retry_after(api) -> None:
+def test_a_discovery_cancelled_while_it_runs(api) -> None:
     live, key = api
-    body = {"model": {"width": [2, 1]}, "stages": [{"kind": "train", "opt": "Adam", "steps": 1, "update_grid": False}]}
-    with Client(live.url, key, retries=0) as strict, Client(live.url, key, retries=5) as patient:
-        dataset = strict.create_dataset(expression="x1 + x2", ranges=SEED_RANGES, n_train=20, n_test=10)
-        try:  # use up the burst (this one may itself be refused, when the previous test's job was recent)
-            strict.train(dataset.id, **body)
-        except RateLimitError:
-            pass
-        with pytest.raises(RateLimitError):
-            strict.train(dataset.id, **body)
-        job = patient.train(dataset.id, **body)  # refused at first, sent again after Retry-After
-        assert job.job.status == "queued"
-        job.cancel()
+    with Client(live.url, key, retries=3) as client:  # retries: the job rate limit may refuse it at first
+        handle = client.discover(expression="x1 + x2", ranges=SEED_RANGES, n_train=20, n_test=10, budget=600)
+        assert handle.result.status == "running"  # no worker here: its candidates stay queued
+        cancelled = handle.cancel()
+        assert cancelled.status == "cancelled" and cancelled.chosen is None
+        assert client.discovery_result(handle.id).status == "cancelled"
+        with pytest.raises(JobFailed) as caught:
+            handle.wait(timeout=120)
+        assert caught.value.status == "cancelled"
 
 
 def test_a_creation_retried_after_a_dropped_connection_makes_one_resource(api) -> None:

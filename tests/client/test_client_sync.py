@@ -176,7 +176,10 @@ def test_discovery_events_reach_the_callback_and_the_result_converts(client, dis
     np.testing.assert_allclose(local, np.exp(np.sin(np.pi * X[:, 0]) + X[:, 1] ** 2), rtol=0.05)
     np.testing.assert_allclose(result.predict(X, point=0)[:, 0], client.predict_discovery(result.id, X, 0)[:, 0])
 
-    assert handle.refresh().status == "succeeded"
+    assert handle.refresh().status == "succeeded" and client.discovery_result(result.id).formula == result.formula
+    with pytest.raises(ValidationError) as caught:  # records must name every input
+        result.predict([{"x1": 0.5}])
+    assert caught.value.field == "records[0].x2"
     assert result.id in {d["id"] for d in client.discoveries()}
     assert client.discovery(result.id).wait().formula == result.formula  # an ended one: at once
     with pytest.raises(ConflictError):
