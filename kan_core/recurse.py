@@ -33,7 +33,7 @@ import sympy
 
 from kan_core.constants import sharpen_constants
 from kan_core.errors import TrainingCancelled
-from kan_core.formula import evaluate_formula
+from kan_core.formula import clean_constants, evaluate_formula
 from kan_core.sparse import fit_sparse
 from kan_core.structure import TRANSFORMS, Surrogate, StructureTest, even_test, find_symmetries, fit_surrogate, separable_groups
 
@@ -217,6 +217,7 @@ def _split(p: Problem, sur: Surrogate, ctx: _Context, depth: int, groups: list[l
     a_expr, a_tree = _solve(_subproblem(p, a_cols, ya, ya_test, True, noise), ctx, depth + 1)
     if a_expr is None:
         return None
+    a_expr = _snapped(a_expr, _subproblem(p, a_cols, ya, ya_test, True, noise))
     a_err = math.sqrt(max(0.0, 1 - _r2(a_expr, [p.names[c] for c in a_cols], p.x_test[:, a_cols], ya_test))) * float(
         np.std(ya_test))  # a's error on its own (surrogate) data
     if op == "add":  # a's constant is f's value at the held point: it belongs to b (a sum's parts
@@ -229,13 +230,31 @@ def _split(p: Problem, sur: Surrogate, ctx: _Context, depth: int, groups: list[l
     if not (np.isfinite(yb).all() and np.isfinite(yb_test).all()):
         return None
     b_noise = p.noise + noise + a_err if op == "add" else (p.noise + noise + a_err) / (float(np.mean(np.abs(ya))) + 1e-300) * float(np.mean(np.abs(yb)))
-    b_expr, b_tree = _solve(_subproblem(p, b_cols, yb, yb_test, True, b_noise), ctx, depth + 1)
+    # b's data is as exact as p's when a has no fitted constant left that b's values depend on
+    # (a mul split's overall factor and an add split's constant only rescale or shift b)
+    shape = a_expr.as_coeff_Mul()[1] if op == "mul" else a_expr
+    exact = not p.approximate and not shape.atoms(sympy.Float)
+    b_expr, b_tree = _solve(_subproblem(p, b_cols, yb, yb_test, not exact, 0.0 if exact else b_noise), ctx, depth + 1)
     if b_expr is None:
         return None
     expr = a_expr + b_expr if op == "add" else a_expr * b_expr
     justified = [t.to_dict(p.names) for t in tests if t.passed][:8]
     return expr, _node("split", p, expr, start, op=op, groups=[[p.names[c] for c in g] for g in groups],
                        tests=justified, children=[a_tree, b_tree])
+
+
+SNAP_TOL = 1e-3  # a part fitted on surrogate values: constants this close to a simple number snap to it
+
+
+def _snapped(expr: sympy.Expr, p: Problem) -> sympy.Expr:
+    """``expr`` (fitted on the surrogate's values of ``p``) with its constants within SNAP_TOL of an
+    integer, p/q or p*pi/q snapped to it (``omega_0**0.9996 -> omega_0``), when that keeps the fit
+    within the leaf tolerance; the parts solved from the real data then see exact values."""
+    try:
+        snapped = clean_constants(expr, digits=17, tol=SNAP_TOL)
+    except (ValueError, TypeError, ArithmeticError):
+        return expr
+    return snapped if _r2(snapped, p.names, p.x_test, p.y_test) >= p.target_r2(5.0) else expr
 
 
 def _additive(p: Problem, sur: Surrogate, ctx: _Context, depth: int):
