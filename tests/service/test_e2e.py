@@ -47,7 +47,7 @@ def test_restarted_service_serves_every_dataset_job_and_model(data_dir, server):
         dataset = create_dataset(http, "x1 + 0.5*x2", 200, 100)
         done = [submit(http, {"dataset_id": dataset["id"], **tiny_pipeline(steps=3)}, key=f"k{i}")["id"]
                 for i in range(2)]
-        finals = [wait_final(http, job_id, 120) for job_id in done]
+        finals = [wait_final(http, job_id, 300) for job_id in done]  # a hang bound; seconds unloaded
         assert {j["status"] for j in finals} == {"succeeded"}, [j["error"] for j in finals]
         before = {
             "dataset": http.get(f"/v1/datasets/{dataset['id']}").json(),

@@ -21,7 +21,7 @@ from service.worker.handlers import HANDLERS, handler_for
 from service.worker.local import WorkerPool
 from service.worker.runner import ProgressReporter, StopSignal
 
-JOB_WAIT_S = 120
+JOB_WAIT_S = 300  # a hang bound: jobs here take seconds, more on a loaded machine
 
 
 @pytest.fixture
