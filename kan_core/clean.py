@@ -11,8 +11,9 @@ forms that sympy cannot compare with the textbook one (``1/sqrt(m**-2 - v**2/(c*
 2. `trig_rewrites`: a few targeted sympy rewrites (fu's TR rules: power reduction, product to
    sum, sum to angle; expand_trig), only on small expressions (they are polynomial-time
    rewrites, unlike trigsimp, which hung on formulas of ~20 operations);
-3. `readable_forms`: hyperbolic functions through exp when not longer, and a positive term pulled
-   out of the sum under a square root (``sqrt(a**2 - b) -> a*sqrt(1 - b/a**2)``).
+3. `readable_forms`: hyperbolic functions through exp when not longer, ``exp(y*log(x)) -> x**y``,
+   and a positive term pulled out of the sum under a square root (``sqrt(a**2 - b) -> a*sqrt(1 -
+   b/a**2)``).
 
 Every step is kept only when the result agrees with the input on the data (relative 1e-9) and is
 not more complex; nothing here prints, reads files or parses text.
@@ -207,10 +208,23 @@ def readable_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sym
                 out = cand
         except Exception:  # a failing rewrite leaves the formula as it was
             pass
+    powers = out.replace(lambda n: isinstance(n, sympy.exp) and _one_log(n.args[0]) is not None,
+                         lambda n: _one_log(n.args[0])[0] ** _one_log(n.args[0])[1])  # exp(y*log(x)) -> x**y
+    if powers != out and data.same(powers):
+        out = powers
     cand = _pull_out_of_roots(out, names, X)
     if cand is not out and data.same(cand):
         out = cand
     return out
+
+
+def _one_log(arg: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
+    """(u, k) when ``arg`` is ``k*log(u)`` with one log factor and k free of logs, else None."""
+    logs = [f for f in sympy.Mul.make_args(arg) if isinstance(f, sympy.log)]
+    if len(logs) != 1:
+        return None
+    rest = arg / logs[0]
+    return None if rest.has(sympy.log) else (logs[0].args[0], rest)
 
 
 def _pull_out_of_roots(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:

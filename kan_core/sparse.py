@@ -103,7 +103,7 @@ def fit_sparse(
             supports = _beam_search(cols.values, target.t, max_terms, beam, stop)
             raws = [r for s in supports if (r := _refit(cols, s, target, y)) is not None]
             if not any(r.rmse <= tol for r in raws) and not stop():
-                raws += [r for s in _stlsq(cols.values, target.t, max_terms) if (r := _refit(cols, s, target, y))]
+                raws += [r for s in _stlsq_mixed(cols, supports, target.t, max_terms) if (r := _refit(cols, s, target, y))]
             for r in raws:
                 found.setdefault((name, r.support, tier), r)
             if any(r.rmse <= tol for r in raws):
@@ -135,8 +135,8 @@ def _transform(name: str, y: np.ndarray) -> _Target | None:
     with np.errstate(all="ignore"):
         if name in ("y", "rational"):
             return _Target(name, y, lambda e: e, lambda v: v)
-        if name == "log" and pos:
-            return _Target(name, np.log(y), sympy.exp, np.exp)
+        if name == "log" and (pos or neg):
+            return _Target(name, np.log(sign * y), lambda e: sign * sympy.exp(e), lambda v: sign * np.exp(v))
         if name == "1/y" and (pos or neg):
             return _Target(name, 1.0 / y, lambda e: 1 / e, lambda v: 1.0 / v)
         if name == "y^2" and (pos or neg):
@@ -155,8 +155,9 @@ def _columns(full: Dictionary, tier: int, name: str, X: np.ndarray, symbols: lis
     (monomials) one tier ahead of the rest; for ``rational``, plus the ``y*q`` columns."""
     if name == "log":
         logs = full.logs()
+        below = tier - 1 if tier < TIERS[-1] else tier  # the widest tier has every term
         return logs if tier == 0 else logs.concat(full.select(np.flatnonzero(
-            (full.tiers <= tier - 1) & ~np.isin(np.arange(len(full.exprs)), _log_index(full)))))
+            (full.tiers <= below) & ~np.isin(np.arange(len(full.exprs)), _log_index(full)))))
     cols = full.upto(tier)
     return cols.with_rational(X, symbols, y) if name == "rational" else cols
 
@@ -220,8 +221,48 @@ def _beam_search(
             break
         found.append(states[0][0])
         if float(states[0][3] @ states[0][3]) <= 1e-20 * tss:
+            return found
+    # no exact path: swap moves on each support (a wrong early pick stays on every forward path)
+    refined = [s for s in (_swap(A, t, ok, s, stop) for s in found if len(s) >= 2) if s not in found]
+    return found + refined
+
+
+def _best_addition(A: np.ndarray, t: np.ndarray, ok: np.ndarray, base: list[int]) -> tuple[float, int]:
+    """(residual sum of squares, column) of the best column to add to ``base``; (inf, -1) if none."""
+    if base:
+        Q = np.linalg.qr(A[:, base])[0]  # (R, k)
+        P, r = A - Q @ (Q.T @ A), t - Q @ (Q.T @ t)
+    else:
+        P, r = A, t
+    pn2 = np.einsum("ij,ij->j", P, P)
+    valid = ok & (pn2 > MIN_PROJECTED_NORM**2)
+    valid[base] = False
+    if not valid.any():
+        return math.inf, -1
+    score = np.where(valid, (r @ P) ** 2 / np.where(valid, pn2, 1.0), -1.0)
+    j = int(np.argmax(score))
+    return float(r @ r) - float(score[j]), j
+
+
+def _swap(A: np.ndarray, t: np.ndarray, ok: np.ndarray, support: tuple[int, ...],
+          stop: Callable[[], bool], rounds: int = 3) -> tuple[int, ...]:
+    """``support`` after swap moves (drop one column, add the best other one) while they lower the
+    residual, at most ``rounds`` passes."""
+    best = list(support)
+    best_rss = _best_addition(A, t, ok, best[:-1])[0] if len(best) > 1 else math.inf
+    for _ in range(rounds):
+        improved = False
+        for i in range(len(best)):
+            if stop():
+                return tuple(sorted(best))
+            base = best[:i] + best[i + 1:]
+            rss, j = _best_addition(A, t, ok, base)
+            if j >= 0 and j != best[i] and rss < best_rss * (1 - 1e-9):
+                best, best_rss, improved = base + [j], rss, True
+                break
+        if not improved:
             break
-    return found
+    return tuple(sorted(best))
 
 
 def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int) -> list[tuple[int, ...]]:
@@ -251,6 +292,23 @@ def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int) -> list[tuple[int, ...]
             break
         keep, coef = trial, c
     return [tuple(int(j) for j in keep)] if 0 < len(keep) <= max_terms else []
+
+
+def _stlsq_mixed(cols: Dictionary, supports: list[tuple[int, ...]], t: np.ndarray,
+                 max_terms: int) -> list[tuple[int, ...]]:
+    """`_stlsq` on the whole dictionary where it is narrow enough; otherwise on its simplest terms
+    plus every column the forward search picked: ``I1 + I2 + 2*sqrt(I1*I2)*cos(d)``, where the
+    search finds the cosine term but approximates ``I1 + I2`` by other products."""
+    if cols.values.shape[1] <= STLSQ_MAX_COLUMNS:
+        return _stlsq(cols.values, t, max_terms)
+    picked = sorted({j for s in supports for j in s})
+    low = np.flatnonzero(cols.tiers <= 1)
+    if len(low) + len(picked) > STLSQ_MAX_COLUMNS:
+        low = np.flatnonzero(cols.tiers == 0)
+    sub = np.union1d(low, np.array(picked, dtype=int))
+    if len(sub) > STLSQ_MAX_COLUMNS:
+        return []
+    return [tuple(int(sub[k]) for k in s) for s in _stlsq(cols.values[:, sub], t, max_terms)]
 
 
 def _lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:

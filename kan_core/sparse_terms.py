@@ -80,7 +80,8 @@ def _unary(x: np.ndarray, s: sympy.Symbol, n_vars: int) -> list[tuple[sympy.Expr
         terms += [(1 / sympy.sqrt(s), lambda v: v**-0.5), (sympy.log(s), np.log)]
     terms += [(sympy.sin(s), np.sin), (sympy.cos(s), np.cos), (sympy.atan(s), np.arctan),
               (sympy.tanh(s), np.tanh), (sympy.sin(s**2), lambda v: np.sin(v**2)),
-              (sympy.cos(s**2), lambda v: np.cos(v**2)), (sympy.exp(-(s**2)), lambda v: np.exp(-(v**2)))]
+              (sympy.cos(s**2), lambda v: np.cos(v**2)), (sympy.exp(-(s**2)), lambda v: np.exp(-(v**2))),
+              (sympy.sin(sympy.pi * s), lambda v: np.sin(np.pi * v)), (sympy.cos(sympy.pi * s), lambda v: np.cos(np.pi * v))]
     if amax <= 30:
         terms += [(sympy.exp(s), np.exp), (sympy.exp(-s), lambda v: np.exp(-v))]
     if lo > -1:
@@ -102,7 +103,7 @@ def _factors(x: np.ndarray, s: sympy.Symbol, n_vars: int) -> list[tuple[sympy.Ex
     if n_vars <= 4:
         out += [(sympy.sin(s), np.sin(x)), (sympy.cos(s), np.cos(x))]
         if lo > 0 and away:
-            out += [(sympy.sqrt(s), np.sqrt(x)), (1 / sympy.sqrt(s), x**-0.5)]
+            out += [(sympy.sqrt(s), np.sqrt(x)), (1 / sympy.sqrt(s), x**-0.5), (sympy.log(s), np.log(x))]
         if amax <= 30:
             out += [(sympy.exp(-s), np.exp(-x))]
     if n_vars <= 3:
@@ -147,6 +148,10 @@ def build_dictionary(X: np.ndarray, symbols: list[sympy.Symbol]) -> Dictionary:
                 for fe, fv in facs[i][2:]:
                     if is_fn(fe):
                         add(pe * fe, pv * fv, 1)
+            if n <= 2:  # products of two functions of the same variable: sin(x**2)*cos(x)
+                fns = [(e, fn(x)) for e, fn in _unary(x, s, n) if e.has(sympy.sin, sympy.cos, sympy.exp)]
+                for (fe, fv), (ge, gv) in itertools.combinations(fns, 2):
+                    add(fe * ge, fv * gv)
         for i, j in itertools.combinations(range(n), 2):
             a, b, sa, sb = X[:, i], X[:, j], symbols[i], symbols[j]
             for (fe, fv), (ge, gv) in itertools.product(facs[i], facs[j]):
@@ -159,13 +164,19 @@ def build_dictionary(X: np.ndarray, symbols: list[sympy.Symbol]) -> Dictionary:
                 monos = [[f for f in facs[i] if not is_fn(f[0])][: 4 if n <= 5 else 2] for i in idx]
                 for combo in itertools.product(*monos):
                     add(sympy.Mul(*(e for e, _ in combo)), np.prod([v for _, v in combo], axis=0), 0)
+            powers = [[f for f in facs[i] if not is_fn(f[0]) and f[0] != symbols[i] ** 3] for i in range(n)]
             for k in range(n):  # a function of one variable times a product of two others
                 fns = [f for f in facs[k] if f[0].has(sympy.sin, sympy.cos)]
                 for i, j in itertools.combinations([m for m in range(n) if m != k], 2):
-                    pi_ = [f for f in facs[i] if f[0] in (symbols[i], 1 / symbols[i])]
-                    pj = [f for f in facs[j] if f[0] in (symbols[j], 1 / symbols[j])]
-                    for (fe, fv), (ae, av), (be, bv) in itertools.product(fns, pi_, pj):
-                        add(fe * ae * be, fv * av * bv, 2)
+                    for (fe, fv), (ae, av), (be, bv) in itertools.product(fns, powers[i], powers[j]):
+                        add(fe * ae * be, fv * av * bv)
+            for i, j in itertools.combinations(range(n), 2):  # a function of a pair times a third variable
+                a, b, sa, sb = X[:, i], X[:, j], symbols[i], symbols[j]
+                for comb, v in ((sa + sb, a + b), (sa - sb, a - b), (sa * sb, a * b)):
+                    for fn, f in ((sympy.sin, np.sin), (sympy.cos, np.cos)):
+                        for k in (m for m in range(n) if m not in (i, j)):
+                            for pe, pv in powers[k][:1] + powers[k][2:3]:
+                                add(fn(comb) * pe, f(v) * pv)
     values = np.column_stack(vals) if vals else np.zeros((X.shape[0], 0))
     return Dictionary(values, exprs, np.array(tiers, dtype=int))
 

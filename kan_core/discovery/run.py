@@ -17,7 +17,7 @@ import numpy as np
 import sympy
 import torch
 
-from kan_core.constants import sharpen_constants
+from kan_core.constants import round_constants, sharpen_constants
 from kan_core.data import Dataset
 from kan_core.discovery.records import (
     CandidateResult,
@@ -88,7 +88,7 @@ def run_candidate(
         return CandidateResult(spec.id, spec.family, status, time.monotonic() - start, names, label=spec.label, **kw)
 
     if spec.family == "sparse":
-        return _run_sparse(dataset, names, stop, timed_out, result, start)
+        return _run_sparse(dataset, names, stop, timed_out, result, start, deadline)
     if spec.family == "structure":
         return _run_structure(dataset, spec, names, stop, timed_out, result, start, deadline, on_progress)
     pipe = spec.pipeline
@@ -115,18 +115,22 @@ def run_candidate(
     return replace(best if best is not None else variants[0], seconds=time.monotonic() - start)
 
 
-SPARSE_SECONDS = 30.0  # the sparse family's own time limit (it usually needs a few seconds)
-SPARSE_EVALUATED = 3  # of its candidates, this many are polished and measured
+SPARSE_SECONDS = 20.0  # the sparse family's own time limit (it usually needs a few seconds)...
+SPARSE_SHARE = 0.2  # ...and at most this share of the time left
+SPARSE_EVALUATED = 3  # of its exact candidates, this many are polished and measured
 
 
 def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], bool], timed_out: list[bool],
-                result: Callable[..., CandidateResult], start: float) -> CandidateResult:
-    """The "sparse" family: `kan_core.sparse.fit_sparse` on the training split (no network), its
-    first candidates polished, refitted and measured like any formula; `choose` picks one."""
+                result: Callable[..., CandidateResult], start: float, deadline: float | None) -> CandidateResult:
+    """The "sparse" family: `kan_core.sparse.fit_sparse` on the training split (no network). Its
+    exact candidates are polished, refitted and measured like any formula and `choose` picks one;
+    without an exact one, only the closest fit is measured, its constants rounded (an approximation:
+    polishing it would cost more than it is worth)."""
     x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
     y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
+    seconds = SPARSE_SECONDS if deadline is None else min(SPARSE_SECONDS, SPARSE_SHARE * (deadline - start))
     try:
-        fits = fit_sparse(x, y, names, should_stop=stop, max_seconds=SPARSE_SECONDS)
+        fits = fit_sparse(x, y, names, should_stop=stop, max_seconds=max(seconds, 0.01))
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
         return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
     if not fits:
@@ -134,9 +138,12 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
             return result("timeout" if timed_out[0] else "cancelled")
         return result("no_formula")
     variants = []
-    for fit in fits[:SPARSE_EVALUATED]:
+    for fit in fits[:SPARSE_EVALUATED] if fits[0].exact else fits[:1]:
+        if variants and stop():
+            break
         try:
-            expr = sharpen_constants(polish_formula(fit.expr, names, dataset), names, x, y)
+            expr = (sharpen_constants(polish_formula(fit.expr, names, dataset), names, x, y) if fit.exact
+                    else round_constants(fit.expr, names, x, y))
             metrics = formula_metrics(expr, names, dataset)
         except (ValueError, TypeError, ArithmeticError, RecursionError):
             continue
