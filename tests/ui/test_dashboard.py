@@ -86,7 +86,9 @@ def test_upload_discover_and_watch(live: LiveService, browser: Browser, tmp_path
     assert int(browser.one("#front-plot").get_attribute("data-points")) >= 1
     browser.find('button[data-copy="copy-latex"]')[0].click()
     browser.wait(lambda d: browser.find('button[data-copy="copy-latex"][data-copied="1"]'), "the copy button")
+    browser.driver.set_window_size(1400, 1500)  # the formula, its exports and the front in one picture
     browser.screenshot("discovery")
+    browser.driver.set_window_size(1400, 1000)
     publish_screenshot("discovery")
     _assert_only_service_requests(browser, live)
 

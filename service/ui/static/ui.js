@@ -19,8 +19,10 @@ function el(tag, attrs, text) {
 function chart(target, {title, series, data, logY, scatter, width, height, xLabel, yLabel, hover}) {
   const opts = {
     title, width: width || 560, height: height || 300,
-    scales: {x: {time: false}, y: logY ? {distr: 3} : {}},
-    axes: [{label: xLabel}, {label: yLabel}],
+    // a log axis spans at least a decade around its data (one point alone has no range of its own)
+    scales: {x: {time: false}, y: logY ? {distr: 3, range: (u, lo, hi) => lo == null ? [0.1, 1] : [lo / 3, hi * 3]} : {}},
+    axes: [{label: xLabel}, logY ? {label: yLabel, size: 70, values: (u, vals) => vals.map(tick)}
+                                 : {label: yLabel}],
     series: [{label: xLabel || "x"}].concat(series.map((s) => Object.assign({
       width: 1.5, spanGaps: true,
     }, scatter ? {paths: () => null, points: {show: true, space: 0, size: 5, fill: s.stroke}} : {}, s))),
@@ -28,6 +30,12 @@ function chart(target, {title, series, data, logY, scatter, width, height, xLabe
     hooks: hover ? {setCursor: [(u) => hover(u.cursor.idx)]} : {},
   };
   return new uPlot(opts, data, target);
+}
+
+// a log axis' tick: 1e-7 rather than 0.0000001
+function tick(v) {
+  if (v == null) return "";
+  return Math.abs(v) < 1e-3 || Math.abs(v) >= 1e4 ? v.toExponential(0) : String(+v.toPrecision(2));
 }
 
 // x, y pairs sorted by x (uPlot's x values ascend); rows with a missing value are left out
