@@ -129,7 +129,7 @@ CREATE_REQUEST_BODY = {
             inline_schema(DatasetCreateSynthetic.model_json_schema()),
         ]}},
         "multipart/form-data": {"schema": {
-            "type": "object", "required": ["file"],
+            "type": "object", "required": ["file"], "additionalProperties": False,
             "properties": {"file": {"type": "string", "format": "binary",
                                     "description": "CSV with a header row naming every column."}, **_CSV_OPTIONS},
         }},
