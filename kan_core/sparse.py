@@ -386,6 +386,8 @@ def _to_formula(raw: _Raw, X: np.ndarray, y: np.ndarray, names: list[str], y_std
         expr = raw.target.back(_number(coef[0]) + sum(c * e for c, e, _ in terms))
     if raw.target.name == "log":  # exp(c + a*log(x) + ...) -> e^c * x**a * ...
         expr = sympy.powsimp(sympy.expand(expr, power_exp=True, mul=False, multinomial=False, log=False))
+        expr = expr.replace(lambda e: isinstance(e, sympy.exp) and e.args[0].has(sympy.log),
+                            lambda e: sympy.powdenest(e, force=True))  # exp(y*log(x)) -> x**y (x > 0 here)
     pred = evaluate_formula(expr, names, X)
     if not np.isfinite(pred).all():
         return None

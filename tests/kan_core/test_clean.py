@@ -66,6 +66,7 @@ def test_trig_rewrites_leave_formulas_without_a_simpler_form():
     ("1/sqrt(m_0**(-2) - v**2/(c**2*m_0**2))", "m_0/sqrt(1 - v**2/c**2)", {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
     ("1/sqrt(1/(m_0**2*v**2) - 1/(c**2*m_0**2))", "m_0*v/sqrt(1 - v**2/c**2)",
      {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
+    ("exp(y*log(x))", "x**y", {"x": (0.5, 2), "y": (0.5, 2)}),
 ])  # fmt: skip
 def test_readable_forms_are_matched_by_the_judge(found, true, ranges):
     X, names = data(ranges)

@@ -29,6 +29,9 @@ def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, s
     ("(x1 + x2)/(1 + x1*x2)", {"x1": (-0.9, 0.9), "x2": (-0.9, 0.9)}, "rational"),
     ("sqrt(x1**2 + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "y^2"),
     ("asin(n*sin(t))", {"n": (0, 1), "t": (1, 5)}, "asin"),
+    pytest.param("x**y", {"x": (0.5, 2), "y": (0.5, 2)}, "log", marks=pytest.mark.slow),  # y*log(x): widest tier
+    ("-a*b/c", {"a": (1, 5), "b": (1, 5), "c": (1, 5)}, "log"),  # a negative monomial
+    ("exp(sin(pi*x1) + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "log"),
 ])  # fmt: skip
 def test_exact_sums_of_terms_are_found_through_their_transform(formula, ranges, transform):
     X, y, names = sample(formula, ranges)
@@ -43,6 +46,18 @@ def test_the_polynomial_of_the_issue_comes_out_exactly_as_written():
     X, y, names = sample("x**3 + x**2 + x", {"x": (-1, 1)})
     fit = fit_sparse(X, y, names)[0]
     assert fit.expr == sympy.sympify("x**3 + x**2 + x") and fit.n_terms == 3
+
+
+@pytest.mark.slow  # the widest tier, seconds to tens of seconds on a loaded machine
+def test_a_wrong_first_pick_of_the_forward_search_is_undone():
+    """Forward selection approximates I1 + I2 by other products once it has picked the cosine
+    term; thresholded least squares on the simple terms plus its picks finds the three terms."""
+    X, y, names = sample("I1 + I2 + 2*sqrt(I1*I2)*cos(d)", {"I1": (1, 5), "I2": (1, 5), "d": (1, 5)})
+    best = fit_sparse(X, y, names)[0]
+    assert best.exact and best.n_terms == 3, best
+    I1, I2, d = sympy.symbols("I1 I2 d", positive=True)
+    found = best.expr.xreplace({sympy.Symbol(n): s for n, s in zip(names, (I1, I2, d))})
+    assert sympy.simplify(found - (I1 + I2 + 2 * sympy.sqrt(I1 * I2) * sympy.cos(d))) == 0
 
 
 def test_a_formula_outside_the_dictionary_gives_no_exact_fit():
