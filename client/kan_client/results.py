@@ -138,6 +138,12 @@ class Model:
     def latex(self) -> str:
         return "\n".join(f.latex() for f in self.formulas)
 
+    def to_pandas(self) -> Any:
+        """The formulas as a DataFrame: one row per output (name, formula, complexity, test R², RMSE)."""
+        return _pandas().DataFrame([{"output": f.data.get("output", j), "name": f.name, "formula": f.text,
+                                     "complexity": f.complexity, "r2": f.r2, "rmse": f.test_rmse}
+                                    for j, f in enumerate(self.formulas)])
+
 
 @dataclass
 class FrontPoint(Formula):

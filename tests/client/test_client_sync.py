@@ -106,6 +106,8 @@ def test_model_predict_formula_splines_plot_artifact(client, trained, tmp_path) 
 
     (formula,) = model.formula()
     assert formula.text == model.formulas[0].text and model.latex() == formula.latex()
+    table = model.to_pandas()
+    assert list(table["formula"]) == [formula.text] and list(table["name"]) == ["y"]
     expr = model.sympy()
     by_formula = model.predict(X, mode="formula")[:, 0]
     f = sympy.lambdify(sorted(expr.free_symbols, key=str), expr, "numpy")
