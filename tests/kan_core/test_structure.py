@@ -186,3 +186,13 @@ def test_structure_candidate_records_its_tree_and_gives_up_without_structure():
                          n_test=300, seed=3)
     res = run_candidate(joint, spec)
     assert res.status == "no_formula" and res.structure["node"] == "none"
+
+
+def test_structure_candidate_out_of_its_own_time_is_a_timeout_not_a_cancel(monkeypatch):
+    import kan_core.discovery.run as run_module
+
+    monkeypatch.setattr(run_module, "STRUCTURE_SECONDS", 0.05)  # the family's cap, not the caller's deadline
+    data = make_dataset(lambda x: torch.sin(x[:, 0]) + torch.exp(x[:, 1]), 2, n_train=200, n_test=200, seed=3)
+    spec = next(s for s in candidates(data) if s.family == "structure")
+    assert run_candidate(data, spec).status == "timeout"
+    assert run_candidate(data, spec, should_stop=lambda: True).status == "cancelled"
