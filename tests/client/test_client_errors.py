@@ -94,6 +94,10 @@ def test_a_discovery_cancelled_while_it_runs(api) -> None:
     with Client(live.url, key, retries=3) as client:  # retries: the job rate limit may refuse it at first
         handle = client.discover(expression="x1 + x2", ranges=SEED_RANGES, n_train=20, n_test=10, budget=600)
         assert handle.result.status == "running"  # no worker here: its candidates stay queued
+        events: list[str] = []
+        with pytest.raises(TimeoutError):  # it cannot end without a worker
+            handle.wait(timeout=1, callback=lambda name, data: events.append(name))
+        assert "end" not in events and set(events) <= {"progress"}  # (none at all if the machine is slow)
         cancelled = handle.cancel()
         assert cancelled.status == "cancelled" and cancelled.chosen is None
         assert client.discovery_result(handle.id).status == "cancelled"
