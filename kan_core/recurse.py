@@ -80,6 +80,7 @@ class _Context:
     seed: int
     require_structure: bool = False
     counter: list[int] = field(default_factory=lambda: [0])
+    shares: list[float] = field(default_factory=list)  # the first part of a split leaves time for the second
 
     def stop(self) -> bool:
         return (self.should_stop is not None and self.should_stop()) or time.monotonic() >= self.deadline
@@ -172,7 +173,7 @@ def _leaf(p: Problem, ctx: _Context, depth: int, start: float) -> tuple[sympy.Ex
 
 def _plain_leaf(p: Problem, ctx: _Context, start: float) -> tuple[sympy.Expr | None, dict[str, Any]]:
     ctx.check()
-    expr, info = ctx.leaf_solver(p, ctx.left(), ctx.stop)
+    expr, info = ctx.leaf_solver(p, ctx.left() * math.prod(ctx.shares), ctx.stop)
     return expr, _node("leaf", p, expr, start, source="surrogate" if p.approximate else "data", **info)
 
 
@@ -214,7 +215,11 @@ def _split(p: Problem, sur: Surrogate, ctx: _Context, depth: int, groups: list[l
     if op == "mul" and not (TRANSFORMS["log"].valid(ya) and TRANSFORMS["log"].valid(ya_test)):
         return None
     noise = max(sur.rmse, p.noise)
-    a_expr, a_tree = _solve(_subproblem(p, a_cols, ya, ya_test, True, noise), ctx, depth + 1)
+    ctx.shares.append(A_SHARE)
+    try:
+        a_expr, a_tree = _solve(_subproblem(p, a_cols, ya, ya_test, True, noise), ctx, depth + 1)
+    finally:
+        ctx.shares.pop()
     if a_expr is None:
         return None
     a_expr = _snapped(a_expr, _subproblem(p, a_cols, ya, ya_test, True, noise))
@@ -243,6 +248,7 @@ def _split(p: Problem, sur: Surrogate, ctx: _Context, depth: int, groups: list[l
                        tests=justified, children=[a_tree, b_tree])
 
 
+A_SHARE = 0.4  # the part of a split solved first gets at most this share of the time left
 SNAP_TOL = 1e-3  # a part fitted on surrogate values: constants this close to a simple number snap to it
 
 
