@@ -1,5 +1,6 @@
 """Dashboard pages: discoveries (list; one discovery live: candidates, best so far, the Pareto front,
-cancel; the chosen formula typeset, with copy buttons for text, LaTeX and Python)."""
+cancel; the chosen formula typeset, with copy buttons for text, LaTeX and Python) and batches (each
+item's discovery, status and chosen formula)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,8 @@ async def discovery_events_page(caller: CallerDep, discovery_id: str):
 async def cancel(caller: CallerDep, discovery_id: str) -> RedirectResponse:
     await caller.json("POST", f"/discoveries/{discovery_id}/cancel")
     return RedirectResponse(f"{PREFIX}/discoveries/{discovery_id}", status_code=303)
+
+
+@router.get("/batches/{batch_id}")
+async def batch_page(caller: CallerDep, batch_id: str):
+    return render(caller, "batch.html", batch=await caller.get(f"/batches/{batch_id}"))

@@ -131,6 +131,12 @@ def test_job_loss_curve_grows_and_model_page(live: LiveService, browser: Browser
     browser.find("#predict-form button")[0].click()
     assert len(browser.one("#predictions tbody").find_elements("css selector", "tr")) == 1
     browser.screenshot("model")
+    browser.get("/ui/models")
+    assert model_id in browser.one("#models").text
+    browser.screenshot("models")
+    browser.get("/ui/discoveries")
+    assert browser.find("#discoveries tbody a")  # the first test's discovery
+    browser.screenshot("discoveries")
     _assert_only_service_requests(browser, live)
 
 

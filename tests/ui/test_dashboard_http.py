@@ -96,3 +96,18 @@ def test_scopes_tenants_and_field_errors(app_keys) -> None:
     assert r.status_code == 404 and 'id="not-found"' in r.text
     assert client.get("/ui/jobs/job_0190c0ffee0000000000000000").status_code == 404
     assert created.rsplit("/", 1)[1] not in client.get("/ui/datasets").text
+
+
+def test_batch_page_lists_items_and_rejections(app_keys) -> None:
+    client, keys = app_keys
+    login(client, keys["write"])
+    body = {"items": [{"dataset": {"expression": "x1 + 1", "ranges": {"x1": [0, 1]}, "n_train": 20, "n_test": 10}},
+                      {"dataset_id": "ds_0190c0ffee0000000000000000"}], "budget": {"max_candidates": 1}}
+    batch = client.post("/v1/batches", json=body, headers={"Authorization": f"Bearer {keys['write']}"}).json()
+    page = client.get(f"/ui/batches/{batch['id']}")
+    assert page.status_code == 200
+    accepted, rejected = batch["items"]
+    assert f'/ui/discoveries/{accepted["discovery_id"]}"' in page.text and rejected["status"] == "rejected"
+    assert rejected["problem"]["detail"] in page.text.replace("&#39;", "'")
+    login(client, keys["other"])
+    assert client.get(f"/ui/batches/{batch['id']}").status_code == 404
