@@ -111,12 +111,6 @@ class KANRegressor(*_BASES):  # type: ignore[misc]
         self.library = library
         self.test_size = test_size
 
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.single_output = True
-        tags.target_tags.multi_output = False
-        return tags
-
     # ------------------------------------------------------------------------------------------
     # fitting
 

@@ -27,8 +27,8 @@ from kan_core.judge import is_solution
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_FORMULA = "exp(sin(pi*a) + b**2)"
-# Plenty of time: on any machine discovery ends when a candidate fits exactly ("good_enough"),
-# so the outcome never depends on the machine's speed.
+# Plenty of time and the default candidates: on any machine discovery ends when a candidate fits
+# exactly ("good_enough", usually the first), so the outcome never depends on the machine's speed.
 BUDGET = 600.0
 
 
@@ -41,7 +41,7 @@ def _seed_data(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 def seed_fit() -> tuple[KANRegressor, list]:
     X, y = _seed_data(400, seed=0)
     events: list = []
-    model = KANRegressor(budget=BUDGET, max_candidates=4, seed=0).fit(X, y, on_progress=events.append)
+    model = KANRegressor(budget=BUDGET, seed=0).fit(X, y, on_progress=events.append)
     return model, events
 
 
@@ -80,7 +80,7 @@ def test_progress_events_reach_the_callback(seed_fit):
 def test_numpy_input_gets_default_names_and_variable_names_override():
     x = np.random.default_rng(2).uniform(0.5, 2, (60, 2))
     y = 3 * x[:, 0] - 2 * x[:, 1] ** 2
-    model = KANRegressor(budget=BUDGET, max_candidates=1).fit(x, y)
+    model = KANRegressor(budget=BUDGET).fit(x, y)
     assert model.variable_names_ == ("x_1", "x_2") and not hasattr(model, "feature_names_in_")
     assert is_solution(model.sympy(), "3*x_1 - 2*x_2**2", ["x_1", "x_2"]), model.sympy()
     named = clone(model).fit(x, y, variable_names=["mass", "speed"])
@@ -136,7 +136,7 @@ def test_works_without_scikit_learn_and_pandas():
         assert not estimator.HAVE_SKLEARN
         x = np.random.default_rng(0).uniform(-1, 1, (40, 2))
         y = 2 * x[:, 0] + np.sin(x[:, 1])
-        model = KANRegressor(budget=600, max_candidates=1)
+        model = KANRegressor(budget=600)
         try:
             model.predict(x)
             raise SystemExit("predict before fit did not raise")

@@ -40,6 +40,6 @@ def test_a_csv_of_ones_own_with_a_target_column(tmp_path):
     x = np.random.default_rng(5).uniform(-2, 2, (50, 2))
     table = pd.DataFrame({"height": x[:, 0] ** 2 + np.cos(x[:, 1]), "u": x[:, 0], "w": x[:, 1]})
     table.to_csv(tmp_path / "mine.csv", index=False, float_format="%.17g")
-    out = _run(str(tmp_path / "mine.csv"), "--target", "height", "--max-candidates", "2", cwd=tmp_path)
+    out = _run(str(tmp_path / "mine.csv"), "--target", "height", cwd=tmp_path)
     assert out.startswith("50 rows: height from u, w")
     assert is_solution(_chosen(out, "height"), "u**2 + cos(w)", ["u", "w"]), out
