@@ -84,7 +84,7 @@ async def create_from_csv(caller: CallerDep, file: Annotated[UploadFile, File()]
         created = await caller.json("POST", "/datasets", data=data,
                                     files={"file": (file.filename or "data.csv", content, "text/csv")})
     except ApiProblem as exc:
-        errors = {_form_field(k): v for k, v in exc.field_errors().items()}
+        errors = {_form_field(k, upload=True): v for k, v in exc.field_errors().items()}
         return await _datasets_page(caller, status_code=exc.status, csv_form={"values": values, "errors": errors})
     return _redirect(f"/datasets/{created['id']}")
 
@@ -112,7 +112,7 @@ async def create_from_expression(caller: CallerDep, expression: Text = "", range
             created = await caller.json("POST", "/datasets", json=body)
             return _redirect(f"/datasets/{created['id']}")
         except ApiProblem as exc:
-            errors = {_form_field(k): v for k, v in exc.field_errors().items()}
+            errors = {_form_field(k, upload=False): v for k, v in exc.field_errors().items()}
             status = exc.status
     else:
         status = 422
@@ -137,10 +137,11 @@ def _parse_ranges(text: str) -> dict[str, list[float]]:
     return out
 
 
-def _form_field(api_field: str) -> str:
-    """The form field an API error names: `ranges.x1` -> ranges, `body` (the upload itself) -> file."""
+def _form_field(api_field: str, upload: bool) -> str:
+    """The form field an API error names: `ranges.x1` -> ranges; for an upload, `body` (the file's
+    content) -> file. A field no input shows (a rate limit's `body`) is listed under the form."""
     head = api_field.split(".")[0].split("[")[0]
-    return "file" if head in ("body", "file", "Content-Type") else head
+    return "file" if upload and head in ("body", "file", "Content-Type") else head
 
 
 @router.get("/datasets/{dataset_id}")

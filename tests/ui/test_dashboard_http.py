@@ -83,6 +83,10 @@ def test_scopes_tenants_and_field_errors(app_keys) -> None:
     created = client.post("/ui/datasets/csv", files={"file": ("d.csv", GOOD_CSV, "text/csv")}, headers=ORIGIN,
                           follow_redirects=False).headers["location"]
     assert 'id="discover-form"' in client.get(created).text
+    r = client.post(created + "/discover", data={"max_candidates": "0", "max_seconds": "10"}, headers=ORIGIN)
+    assert r.status_code == 422 and 'data-field="max_candidates"' in r.text  # the API's bound, next to the field
+    r = client.post(created + "/discover", data={"max_candidates": "2", "max_seconds": "soon"}, headers=ORIGIN)
+    assert r.status_code == 422 and 'data-field="max_seconds"' in r.text
 
     login(client, keys["read"])
     page = client.get("/ui/datasets").text
