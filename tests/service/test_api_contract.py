@@ -8,7 +8,12 @@ schema allows: here a schema-valid request is still refused (422) when its meani
 that is no position, a function name outside the library, widths that do not match the dataset), and
 JSON Schema cannot say those things.
 
-Bounded for CI: MAX_EXAMPLES per operation (HYPOTHESIS_PROFILE=thorough runs more).
+A stateful run follows the document's links (service.api.links) with valid requests, from a model
+trained in-process and a queued discovery, so that the routes taking ids (jobs, discoveries,
+predict, symbolic) are called with real ones; every check runs there too, the stateful ones included.
+
+Bounded for CI: MAX_EXAMPLES per operation and STATEFUL_EXAMPLES sequences (env CONTRACT_EXAMPLES and
+STATEFUL_EXAMPLES change them; HYPOTHESIS_PROFILE=thorough runs more; TestAPIWorkflowLonger is slow).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from service.worker import jobstate
 from service.worker.runner import run_job
 
 THOROUGH = os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
-MAX_EXAMPLES = 1_000 if THOROUGH else 25
+MAX_EXAMPLES = 1_000 if THOROUGH else int(os.environ.get("CONTRACT_EXAMPLES", 25))
 
 
 # One app for the whole module (schemathesis reads the schema when the module is collected, and its
