@@ -34,6 +34,11 @@ from kan_core.symbolic import Candidate, EdgeChoice, auto_symbolic, fix_symbolic
 from kan_core.train import fit
 
 DATASET_KEYS = ("train_input", "train_label", "test_input", "test_label")
+# pykan fit options with no counterpart here (figures, custom losses and metrics): refused by name
+PYKAN_ONLY_FIT_OPTIONS = frozenset({
+    "save_fig", "img_folder", "save_fig_freq", "in_vars", "out_vars", "beta", "loss_fn", "metrics",
+    "display_metrics", "singularity_avoiding", "y_th", "reg_metric",
+})  # fmt: skip
 
 
 def create_dataset(
@@ -71,10 +76,13 @@ class KAN:
     """pykan's ``KAN`` over the engine's `kan_core.model.KAN` (``module``): same constructor
     arguments (``width``, ``grid``, ``k``, ``seed``; ``dtype``/``device`` and the engine's keyword
     arguments pass through), same method names. ``var_names``: names of the inputs in formulas and
-    plots (default ``x_1 .. x_n``, as pykan)."""
+    plots (default ``x_1 .. x_n``, as pykan). ``module``: wrap an existing engine network instead
+    (``width`` and the rest are then ignored)."""
 
     def __init__(self, width: Sequence[int], grid: int = 5, k: int = 3, seed: int = 0, *,
                  var_names: Sequence[str] | None = None, module: KANModule | None = None, **kwargs: Any):
+        if module is not None and not isinstance(module, KANModule):
+            raise ValueError(f"module must be a kan_core.model.KAN, got {type(module).__name__}")
         self.module = module if module is not None else KANModule(width, grid, k, seed, **kwargs)
         self.var_names = None if var_names is None else list(var_names)
         self._x: torch.Tensor | None = None  # (B, n_0): the training inputs of the last fit
@@ -115,7 +123,12 @@ class KAN:
             **kwargs: Any) -> dict[str, list[float]]:
         """Train in place (`kan_core.train.fit`; its keyword arguments: ``lamb``, ``lamb_entropy``,
         ``update_grid``, ``lr``, ``batch``...). Returns pykan's results dict of per-step RMSEs:
-        ``train_loss``, ``test_loss``, ``reg``. ``log`` is accepted and ignored (nothing is printed)."""
+        ``train_loss``, ``test_loss``, ``reg``. ``log`` is accepted and ignored (nothing is printed); pykan's figure, loss and metric
+        options (`PYKAN_ONLY_FIT_OPTIONS`) raise ValueError."""
+        unsupported = sorted(PYKAN_ONLY_FIT_OPTIONS & set(kwargs))
+        if unsupported:
+            raise ValueError(f"pykan's fit options {unsupported} are not supported here (nothing is drawn or "
+                             "written while training; the loss is the mean squared error)")
         data = as_dataset(dataset, self.module.dtype, self.module.device)
         history = fit(self.module, data, opt=opt, steps=steps, **kwargs)
         self._x = data.train_input
@@ -178,4 +191,4 @@ class KAN:
         return fig
 
 
-__all__ = ["DATASET_KEYS", "KAN", "as_dataset", "create_dataset"]
+__all__ = ["DATASET_KEYS", "KAN", "PYKAN_ONLY_FIT_OPTIONS", "as_dataset", "create_dataset"]

@@ -98,6 +98,9 @@ def test_errors_are_value_errors():
         model.fit({"train_input": torch.zeros(3, 2)})
     with pytest.raises(ValueError, match="Dataset or a dict"):
         as_dataset([1, 2, 3])
+    data = create_dataset(lambda x: x[:, [0]], n_var=2, train_num=10, test_num=5)
+    with pytest.raises(ValueError, match="save_fig"):
+        model.fit(data, steps=1, save_fig=True)
 
 
 def test_plot_is_a_figure_and_writes_nothing(no_files_here):
