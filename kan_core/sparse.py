@@ -29,6 +29,7 @@ from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.sparse_terms import Dictionary, build_dictionary, nice_number
 
 EXACT_REL_RMSE = 1e-7  # rmse / std(y) below this on the training rows: the formula is taken as exact
+MAX_ROWS = 2000  # rows fitted (evenly spaced when there are more; the caller measures on all of them)
 SELECT_ROWS = 400  # rows used by the support search (evenly spaced); refits use every row
 STLSQ_MAX_COLUMNS = 250  # thresholded least squares only on dictionaries up to this wide
 MIN_PROJECTED_NORM = 1e-7  # a column this close to the span of the chosen ones is skipped
@@ -67,7 +68,7 @@ def fit_sparse(
 ) -> list[SparseFit]:
     """Candidates for ``y ~ f(X)`` (``X (N, n)``, ``y (N,)``, variables ``names``), best first:
     exact fits by ascending complexity, then the rest by ascending RMSE; at most ``max_results``.
-    Terms are tried in tiers, simplest first (powers and monomials; functions of one variable;
+    At most MAX_ROWS rows are used. Terms are tried in tiers, simplest first (powers and monomials; functions of one variable;
     functions of pairs), each tier with every transform; the first tier with an exact fit ends the
     search. Returns what it has when ``should_stop()`` is True or after ``max_seconds``."""
     X = np.asarray(X, dtype=np.float64)
@@ -82,6 +83,9 @@ def fit_sparse(
         raise ValueError(f"unknown transform(s) {unknown}; known: {', '.join(TRANSFORMS)}")
     if X.shape[0] < 8 or not (np.isfinite(X).all() and np.isfinite(y).all()):
         return []
+    if X.shape[0] > MAX_ROWS:  # the dictionary is (rows, up to 3000 columns): bound its memory
+        rows = np.linspace(0, X.shape[0] - 1, MAX_ROWS).round().astype(int)
+        X, y = X[rows], y[rows]
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
 
     def stop() -> bool:

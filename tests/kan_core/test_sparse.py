@@ -117,3 +117,9 @@ def test_the_sparse_candidate_runs_first_in_discovery():
     assert res.status == "ok" and res.formula == "x**3 + x**2 + x" and res.test_r2 == 1.0
     assert run_candidate(data, spec, var_names=names, should_stop=lambda: True).status == "cancelled"
     assert run_candidate(data, spec, var_names=names, max_seconds=1e-9).status == "timeout"
+
+
+def test_large_datasets_are_subsampled():
+    X, y, names = sample("x*y + 1", {"x": (-1, 1), "y": (-1, 1)}, n=50_000)
+    best = fit_sparse(X, y, names)[0]  # a (50000, D) dictionary would take gigabytes
+    assert best.exact and is_solution(best.expr, "x*y + 1", names)
