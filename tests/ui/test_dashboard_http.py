@@ -115,3 +115,14 @@ def test_batch_page_lists_items_and_rejections(app_keys) -> None:
     assert rejected["problem"]["detail"] in page.text.replace("&#39;", "'")
     login(client, keys["other"])
     assert client.get(f"/ui/batches/{batch['id']}").status_code == 404
+
+
+def test_without_auth_it_opens_straight_in(tmp_path: Path) -> None:
+    app = create_app(Settings(_env_file=None, data_dir=tmp_path, database_url=None, auth_enabled=False))
+    with TestClient(app) as client:
+        page = client.get("/ui", follow_redirects=True)
+        assert page.status_code == 200 and str(page.url).endswith("/ui/datasets")
+        assert "tenant <b>default</b>" in page.text and 'id="create-forms"' in page.text and "Log out" not in page.text
+        r = client.post("/ui/datasets/csv", files={"file": ("d.csv", GOOD_CSV, "text/csv")},
+                        headers={"Origin": "http://evil.example"})
+        assert r.status_code == 403  # no key to steal, but the forms are still the dashboard's own
