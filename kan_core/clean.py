@@ -33,6 +33,7 @@ MAX_CLEAN_NODES = 150  # formulas above this many tree nodes are returned as the
 SMALL_TERM = 1e-3  # only terms this small next to their sum are candidates for removal
 MAX_TRIG_OPS = 60  # trigonometric rewrites only up to this many operations...
 MAX_TRIG_FUNCTIONS = 8  # ...and this many trigonometric functions
+MAX_ROWS = 2000  # rows the rewrites are checked on
 AGREE_RTOL = 1e-9  # a rewrite must reproduce the formula's values to this relative tolerance
 
 
@@ -42,6 +43,9 @@ class _Data:
     def __init__(self, expr: sympy.Expr, names: Sequence[str], X: np.ndarray, y: np.ndarray | None, rtol: float):
         self.names = list(names)
         self.X = np.asarray(X, dtype=np.float64)
+        if len(self.X) > MAX_ROWS:  # evenly spaced rows: each test evaluates a formula on all of them
+            rows = np.linspace(0, len(self.X) - 1, MAX_ROWS).round().astype(int)
+            self.X, y = self.X[rows], None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)[rows]
         self.ref = evaluate_formula(expr, self.names, self.X)
         scale = float(np.std(y if y is not None else self.ref)) + 1e-300
         if y is not None:
