@@ -67,16 +67,16 @@ def candidates(
     Order (each only where it applies to the data):
     0. sparse: ``t(y) = c_0 + sum_k c_k g_k(x)`` over a dictionary of terms (`kan_core.sparse`:
        deterministic, seconds, no network): polynomials, monomials, sums of library terms, rationals;
-    0b. structure, >= 2 inputs (`kan_core.recurse`): a surrogate's separability and symmetry tests
-       split the problem into smaller ones, solved by these candidates and composed back; it gives
-       up after the tests when the data shows no structure;
     1. log-additive: ``log y = sum_i f_i(x_i)`` (all targets > 0): products, ratios and powers of
        positive factors, a single-layer KAN in log space;
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
     3. product plus additive ``sum_i g_i(x_i) + c prod_i f_i(x_i)``, >= 2 inputs; then the same for
        ``log y`` (all targets > 0): ``n_0 exp(-m g x / (k_b T))``;
-    4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN; then (>= 3 inputs) a sum of two
-       separable products (``n*T*(log(V2) - log(V1))``);
+    4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN; then (>= 2 inputs) the structure
+       search (`kan_core.recurse`: a surrogate's separability and symmetry tests split the problem
+       into smaller ones, solved by these candidates and composed back; it gives up after the tests
+       when the data shows none), after the cheap shapes so that what they solve costs nothing more;
+       then (>= 3 inputs) a sum of two separable products (``n*T*(log(V2) - log(V1))``);
     5. ``[n, 5, 1]`` with a mild regulariser (lamb 0.002) on the raw data: compositions such as
        ``exp(sin(pi x1) + x2^2)`` or ``sqrt(x1^2 + x2^2)`` after pruning;
     6. the seed recipe on ``[n, 5, 1]`` (pykan's: lamb 0.01, entropy 10, prune, retrain);
@@ -115,9 +115,6 @@ def candidates(
     recipe = _stages(0.01, 10.0, 20, lib)
     add("sparse", "sparse", ModelConfig(seed=seed), (), raw,
         "sparse regression over a dictionary of terms, on y and transformed targets (no network)")
-    if n >= 2:
-        add("structure", "structure", ModelConfig(seed=seed), (), raw,
-            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     if y_pos:
         add("log-additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
             log_y, "log y = sum f_i(x_i), standardised inputs")
@@ -131,6 +128,9 @@ def candidates(
             "log y = sum g_i(x_i) + c * prod f_i(x_i) (ALS init): Boltzmann factors, Gaussians")
     add("additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
         std_all, "y = sum f_i(x_i), standardised")
+    if n >= 2:
+        add("structure", "structure", ModelConfig(seed=seed), (), raw,
+            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     if n >= 3:
         add("product-rank2", "product", ModelConfig(seed=seed), _product_stages(lib), std_all,
             "two separable products, summed (ALS init), standardised", rank=2)
