@@ -186,6 +186,7 @@ class Drill:
     def main(self) -> None:
         print(f"docker: {self.docker}; compose: {' '.join(self.compose_cmd[:2])}; API on 127.0.0.1:{self.port}")
         stale = self.containers("api") + self.containers("worker") + self.containers("postgres")
+        self.volumes_before = set(self.volumes())
         check(not stale, f"no `{PROJECT}` stack is running already (else: docker compose -p {PROJECT} -f docker/compose.yaml down -v)")
         if self.args.local_images:
             with self.phase("local images"):
@@ -350,16 +351,18 @@ class Drill:
                 end = self.wait(f"job {job} ends", lambda job=job: self.finished(f"/v1/jobs/{job}", key), timeout=600)
                 check(end["status"] == "succeeded", f"job {job} succeeded on the scaled-out stack")
 
+    def volumes(self) -> list[str]:
+        return run([self.docker, "volume", "ls", "-q"], capture=True).stdout.split()
+
     def logs(self) -> None:
         print("== logs of the stack (last lines)", flush=True)
         self.compose("logs", "--tail", "40", check_rc=False)
 
     def down(self) -> None:
         with self.phase("down"):
-            run([self.docker, "rm", "-f", f"{PROJECT}-api-2"], capture=True, check_rc=False)
+            run([self.docker, "rm", "-f", "-v", f"{PROJECT}-api-2"], capture=True, check_rc=False)
             self.compose("down", "-v", "--remove-orphans")
-            left = run([self.docker, "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"],
-                       capture=True).stdout.split()
+            left = set(self.volumes()) - self.volumes_before  # the project's and the containers' anonymous ones
             check(not left and not self.containers("api") + self.containers("worker"), "no container or volume is left")
 
 
