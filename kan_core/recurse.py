@@ -3,9 +3,10 @@
 `solve_structure(x, y, x_test, y_test, names, ...)` fits a surrogate (`kan_core.structure`), then,
 first that applies:
 
-1. additive split ``f = a(x_A) + b(x_B)``: ``a`` is solved on the surrogate's values with ``x_B``
-   held at a data point, ``b`` on the real residuals ``y - a(x_A)``;
-2. multiplicative split ``f = a(x_A) * b(x_B)`` (f of one sign), the same with ``y / a(x_A)``;
+1. additive split ``f = a_1(x_G1) + ... + a_k(x_Gk)``: every part but the largest is solved on the
+   surrogate's values with the other variables held at a data row, the largest on the real
+   residuals ``y - sum of the others``;
+2. multiplicative split ``f = a_1(x_G1) * ... * a_k(x_Gk)`` (f of one sign), the same with ``y / prod``;
 3. a symmetry of a pair: ``x_i - x_j``, ``x_i + x_j``, ``x_i / x_j`` or ``x_i * x_j`` becomes one new
    variable (real data, one variable fewer);
 4. an invertible transform of the target (square, inverse, inverse square, sqrt) under which the
@@ -199,56 +200,66 @@ def _subproblem(p: Problem, cols: list[int], y: np.ndarray, y_test: np.ndarray, 
 
 def _split(p: Problem, sur: Surrogate, ctx: _Context, depth: int, groups: list[list[int]],
            tests: list[StructureTest], op: str) -> tuple[sympy.Expr | None, dict[str, Any]] | None:
-    """``f = a(x_A) op b(x_B)`` with A the smallest group: a from the surrogate at fixed x_B, b from
-    the real data with a taken out."""
+    """``f = a_1(x_G1) op ... op a_k(x_Gk)``: every group but the largest from the surrogate with the
+    other variables held at a central data row (one surrogate for all of them), the largest from
+    the real data with the others taken out."""
     start = time.monotonic()
-    a_cols = min(groups, key=len)
-    b_cols = [c for c in range(p.n_var) if c not in a_cols]
+    last = max(groups, key=len)
+    firsts = [g for g in groups if g is not last]
     x0 = _center_row(p.x)
-
-    def held(x: np.ndarray) -> np.ndarray:
-        z = np.repeat(x0[None, :], len(x), 0)
-        z[:, a_cols] = x[:, a_cols]
-        return z
-
-    ya, ya_test = sur(held(p.x)), sur(held(p.x_test))
-    if op == "mul" and not (TRANSFORMS["log"].valid(ya) and TRANSFORMS["log"].valid(ya_test)):
-        return None
     noise = max(sur.rmse, p.noise)
-    ctx.shares.append(A_SHARE)
-    try:
-        a_expr, a_tree = _solve(_subproblem(p, a_cols, ya, ya_test, True, noise), ctx, depth + 1)
-    finally:
-        ctx.shares.pop()
-    if a_expr is None:
-        return None
-    a_expr = _snapped(a_expr, _subproblem(p, a_cols, ya, ya_test, True, noise))
-    a_err = math.sqrt(max(0.0, 1 - _r2(a_expr, [p.names[c] for c in a_cols], p.x_test[:, a_cols], ya_test))) * float(
-        np.std(ya_test))  # a's error on its own (surrogate) data
-    if op == "add":  # a's constant is f's value at the held point: it belongs to b (a sum's parts
-        # are known up to a constant, and b = product + constant would hide b's structure)
-        a_expr = sympy.Add(*(t for t in sympy.Add.make_args(a_expr) if t.free_symbols)) if a_expr.free_symbols else a_expr
-    a_names = [p.names[c] for c in a_cols]
-    a_val, a_val_test = _evaluate(a_expr, a_names, p.x[:, a_cols]), _evaluate(a_expr, a_names, p.x_test[:, a_cols])
+    exprs, trees = [], []
+    acc, acc_test = (np.zeros(len(p.y)), np.zeros(len(p.y_test))) if op == "add" else (
+        np.ones(len(p.y)), np.ones(len(p.y_test)))
+    exact, err = not p.approximate, 0.0
+    for cols in firsts:
+        def held(x: np.ndarray, cols: list[int] = cols) -> np.ndarray:
+            z = np.repeat(x0[None, :], len(x), 0)
+            z[:, cols] = x[:, cols]
+            return z
+
+        ya, ya_test = sur(held(p.x)), sur(held(p.x_test))
+        if op == "mul" and not (TRANSFORMS["log"].valid(ya) and TRANSFORMS["log"].valid(ya_test)):
+            return None
+        part = _subproblem(p, cols, ya, ya_test, True, noise)
+        ctx.shares.append(A_SHARE / len(firsts))
+        try:
+            a_expr, a_tree = _solve(part, ctx, depth + 1)
+        finally:
+            ctx.shares.pop()
+        if a_expr is None:
+            return None
+        a_expr = _snapped(a_expr, part)
+        rel = math.sqrt(max(0.0, 1 - _r2(a_expr, part.names, part.x_test, ya_test)))  # a's error on its data
+        err += rel * float(np.std(ya_test)) if op == "add" else rel * float(np.std(ya_test)) / (
+            float(np.mean(np.abs(ya_test))) + 1e-300)
+        if op == "add":  # a's constant is f's value at the held point: it belongs to the last part (a
+            # sum's parts are known up to a constant, and a product + constant would hide its structure)
+            a_expr = sympy.Add(*(t for t in sympy.Add.make_args(a_expr) if t.free_symbols)) if a_expr.free_symbols else a_expr
+        # the last part's data stays exact when no part has a fitted constant left that its values
+        # depend on (a mul split's overall factor and an add split's constant only rescale or shift)
+        exact = exact and not (a_expr.as_coeff_Mul()[1] if op == "mul" else a_expr).atoms(sympy.Float)
+        with np.errstate(all="ignore"):
+            a_val, a_val_test = _evaluate(a_expr, part.names, part.x), _evaluate(a_expr, part.names, part.x_test)
+            acc, acc_test = (acc + a_val, acc_test + a_val_test) if op == "add" else (acc * a_val, acc_test * a_val_test)
+        exprs.append(a_expr)
+        trees.append(a_tree)
     with np.errstate(all="ignore"):
-        yb, yb_test = (p.y - a_val, p.y_test - a_val_test) if op == "add" else (p.y / a_val, p.y_test / a_val_test)
+        yb, yb_test = (p.y - acc, p.y_test - acc_test) if op == "add" else (p.y / acc, p.y_test / acc_test)
     if not (np.isfinite(yb).all() and np.isfinite(yb_test).all()):
         return None
-    b_noise = p.noise + noise + a_err if op == "add" else (p.noise + noise + a_err) / (float(np.mean(np.abs(ya))) + 1e-300) * float(np.mean(np.abs(yb)))
-    # b's data is as exact as p's when a has no fitted constant left that b's values depend on
-    # (a mul split's overall factor and an add split's constant only rescale or shift b)
-    shape = a_expr.as_coeff_Mul()[1] if op == "mul" else a_expr
-    exact = not p.approximate and not shape.atoms(sympy.Float)
-    b_expr, b_tree = _solve(_subproblem(p, b_cols, yb, yb_test, not exact, 0.0 if exact else b_noise), ctx, depth + 1)
+    b_noise = p.noise + noise + err if op == "add" else (p.noise / (float(np.mean(np.abs(p.y))) + 1e-300) + err
+                                                        ) * float(np.mean(np.abs(yb))) + noise
+    b_expr, b_tree = _solve(_subproblem(p, last, yb, yb_test, not exact, 0.0 if exact else b_noise), ctx, depth + 1)
     if b_expr is None:
         return None
-    expr = a_expr + b_expr if op == "add" else a_expr * b_expr
+    expr = sympy.Add(*exprs, b_expr) if op == "add" else sympy.Mul(*exprs, b_expr)
     justified = [t.to_dict(p.names) for t in tests if t.passed][:8]
     return expr, _node("split", p, expr, start, op=op, groups=[[p.names[c] for c in g] for g in groups],
-                       tests=justified, children=[a_tree, b_tree])
+                       tests=justified, children=[*trees, b_tree])
 
 
-A_SHARE = 0.4  # the part of a split solved first gets at most this share of the time left
+A_SHARE = 0.4  # the parts of a split solved from the surrogate get at most this share of the time left, together
 SNAP_TOL = 1e-3  # a part fitted on surrogate values: constants this close to a simple number snap to it
 
 
