@@ -4,42 +4,19 @@ slow part), and clients of it. No mocks: every client call crosses real HTTP to 
 
 - `server`: the live service (tests/service/e2e_support.Server).
 - `client`: a kan_client.Client on it; `seed_dataset`: the seed formula sampled by the service.
-- `tiny_pipeline()`: a pipeline that trains in a second or two and ends with a formula.
+
+Constants and helpers shared with the test modules are in client_support.py.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
-
-from e2e_support import REPO, SEED_EXPRESSION, Server  # noqa: E402
-from jobs_support import wait_for  # noqa: E402
-
-from kan_client import Client  # noqa: E402
-
-SEED_RANGES = {"x1": [-1, 1], "x2": [-1, 1]}
-# a discovery that ends in seconds: two candidates, a few steps each
-SMALL_DISCOVERY = {"budget": 120, "max_candidates": 2, "train_steps": 5}
-# high rate limits; a worker counts as alive for 60 s without a heartbeat (a loaded machine stalls)
-SERVICE_SETTINGS = {"rate_limit_predict_per_s": 1000, "rate_limit_predict_burst": 1000,
-                    "rate_limit_jobs_per_min": 6000, "rate_limit_jobs_burst": 1000, "heartbeat_timeout_s": 60}
-
-__all__ = ["REPO", "SEED_EXPRESSION", "SEED_RANGES", "SMALL_DISCOVERY", "tiny_pipeline"]
-
-
-def tiny_pipeline(steps: int = 5) -> dict:
-    """Train a [2, 2, 1] network briefly, then fit every edge to a function: a formula per output."""
-    return {
-        "model": {"width": [2, 2, 1], "grid": 3},
-        "stages": [{"kind": "train", "opt": "Adam", "lr": 0.01, "steps": steps, "update_grid": False},
-                   {"kind": "symbolic", "auto": True, "lib": ["x", "x^2", "sin", "exp"]}],
-    }
+from client_support import SEED_EXPRESSION, SEED_RANGES, SERVICE_SETTINGS, Server, wait_for
+from kan_client import Client
 
 
 @pytest.fixture(scope="session")

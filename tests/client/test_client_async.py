@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SEED_EXPRESSION, SEED_RANGES, SMALL_DISCOVERY, tiny_pipeline
+from client_support import SEED_EXPRESSION, SEED_RANGES, SMALL_DISCOVERY, tiny_pipeline
 from kan_client import PNG, AsyncClient, ConflictError, DiscoveryHandle, JobHandle, NotFoundError
 
 X = np.array([[0.1, -0.4], [0.5, 0.2]])

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO, SMALL_DISCOVERY, tiny_pipeline
+from client_support import REPO, SMALL_DISCOVERY, tiny_pipeline
 
 BIN = Path(sys.executable).parent
 SMALL = ["--budget", str(SMALL_DISCOVERY["budget"]), "--max-candidates", str(SMALL_DISCOVERY["max_candidates"]),

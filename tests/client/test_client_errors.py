@@ -13,9 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import SEED_EXPRESSION, SEED_RANGES
+from client_support import REPO, SEED_EXPRESSION, SEED_RANGES, Server
 from dropping_proxy import DroppingProxy
-from e2e_support import REPO, Server
 from kan_client import (
     AsyncClient,
     AuthError,

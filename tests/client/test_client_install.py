@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from client_support import REPO
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 import sympy
 import torch
 
-from conftest import SEED_RANGES, SMALL_DISCOVERY, tiny_pipeline
+from client_support import SEED_RANGES, SMALL_DISCOVERY, tiny_pipeline
 from kan_client import PNG, ConflictError, Dataset, JobFailed, Model, NotFoundError, ValidationError
 from kan_core import io as kan_io
 
