@@ -18,7 +18,8 @@ Every test is measured in units of the surrogate's own error: ``statistic = rms(
 rms(expected residual)``, the expected residual propagating the surrogate's test RMSE through ``g``
 (``|g'(f)| * rmse`` per evaluated point). A property holds when the statistic is below ``threshold``
 and the test had power: moving the variables without respecting the property changes f by more than
-``threshold`` times its error. Pure computation: no I/O, no global state.
+``threshold`` times its error. The tests take any `Oracle` (values anywhere in the data's box and
+their error): a `Surrogate`, or the true function in tests. Pure computation: no I/O, no global state.
 """
 
 from __future__ import annotations
