@@ -1,11 +1,14 @@
 """Request and response bodies of the /v1/jobs routes (separate from the ORM rows in service.models).
 
 The pipeline schemas mirror `kan_core.pipeline` field for field, with the same defaults (read from the
-dataclasses, so the two cannot drift) and the same JSON shape as `PipelineConfig.to_dict()`: a job's
-stored config is `{"model": ..., "stages": [...]}` and the worker rebuilds the engine config with
-`PipelineConfig.from_dict`. Limits that depend on the deployment (Settings.max_width, max_steps...)
-and on the dataset (first/last width) are checked by service.jobs, which names the offending field
-the same way pydantic does (`stages[3].fixes[0].function`).
+dataclasses) and the same JSON shape as `PipelineConfig.to_dict()`: a job's stored config is
+`{"model": ..., "stages": [...]}` and the worker rebuilds the engine config with
+`PipelineConfig.from_dict`. A job trains a plain KAN (`ModelConfig.family` "kan"; the other families
+are discovery's candidates) with the train, prune, symbolic and refine stages;
+tests/service/test_schema_sync.py fails when the engine gains a field these schemas do not list.
+Limits that depend on the deployment (Settings.max_width, max_steps...) and on the dataset
+(first/last width) are checked by service.jobs, which names the offending field the same way
+pydantic does (`stages[3].fixes[0].function`).
 """
 
 from __future__ import annotations
@@ -273,12 +276,12 @@ class CandidateConfig(BaseModel):
     """A discovery candidate as the engine stores it (kan_core.discovery.CandidateSpec.to_dict())."""
 
     id: str
-    family: str = Field(description="kan | product | product_additive")
+    family: str = Field(description=" | ".join(kp.FAMILIES))
     label: str = ""
     priority: int = 0
-    pipeline: dict[str, Any] = Field(description="The engine's PipelineConfig.to_dict(): model, stages, transform.")
-    als_restarts: int | None = None
-    product_rank: int | None = None
+    pipeline: dict[str, Any] = Field(
+        description="The engine's PipelineConfig.to_dict(): model (its family, product_rank and als_restarts "
+                    "included), stages, transform.")
     retry_weight_simple: list[float] = Field(default_factory=list)
 
 

@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import threading
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -60,12 +61,15 @@ def test_create_default_is_the_seed_pipeline(client, dataset_id):
     assert body["status"] == "queued" and body["kind"] == "train" and body["queue"] == "cpu"
     assert body["attempts"] == 0 and body["model_id"] is None and body["progress"] is None
     assert body["created_at"].endswith(("Z", "+00:00"))
-    # the stored config is the engine's seed recipe, with the width resolved from the dataset
+    # the stored config is the engine's seed recipe, with the width resolved from the dataset; a job
+    # trains a plain KAN, so the network-family fields are left to the engine's defaults
     seed = PipelineConfig().to_dict()
     assert body["config"]["stages"] == seed["stages"]
-    assert body["config"]["model"] == {**seed["model"], "width": [2, 5, 1]}
+    assert body["config"]["model"] == {k: v for k, v in seed["model"].items()
+                                       if k not in ("family", "product_rank", "als_restarts")} | {"width": [2, 5, 1]}
     assert [s["name"] for s in body["config"]["stages"]] == ["train", "prune", "retrain", "auto_symbolic", "symbolic_fit"]
-    assert PipelineConfig.from_dict(body["config"]).stages == PipelineConfig().stages
+    seed_model = replace(PipelineConfig().model, width=(2, 5, 1))
+    assert PipelineConfig.from_dict(body["config"]) == replace(PipelineConfig(), model=seed_model)
     assert client.get(f"/v1/jobs/{body['id']}").json() == body
 
 
@@ -102,7 +106,7 @@ def test_manual_fixes_use_the_in_field_name(client, dataset_id):
     ({"stages": [{"kind": "train", "stepz": 3}]}, "stages[0].stepz"),
     ({"stages": [{"kind": "refine", "grid": 201}]}, "stages[0].grid"),
     ({"stages": [{"kind": "train"}, {"kind": "prune"}, {"kind": "train"},
-                 {"kind": "symbolic", "fixes": [{"layer": 0, "in": 0, "out": 0, "function": "sinh"}]}]},
+                 {"kind": "symbolic", "fixes": [{"layer": 0, "in": 0, "out": 0, "function": "no_such_fn"}]}]},
      "stages[3].fixes[0].function"),
     ({"stages": [{"kind": "symbolic", "lib": ["x", "nope"]}]}, "stages[0].lib[1]"),
     ({"stages": [{"kind": "symbolic", "fixes": [{"layer": 2, "in": 0, "out": 0, "function": "sin"}]}]},
