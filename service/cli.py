@@ -23,7 +23,7 @@ import multiprocessing
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
+from types import FrameType, ModuleType
 
 from service.config import Settings
 
@@ -247,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tenant", help="only this tenant's keys")
     revoke = key_commands.add_parser("revoke", help="revoke a key (refused within KAN_LOOKUP_CACHE_TTL_S)")
     revoke.add_argument("key_id", metavar="ID", help="the key's id (key_...)")
-    if _client_cli() is not None:  # discover, discoveries watch, jobs watch, functions: the client's CLI
-        _client_cli().add_commands(commands)
+    if (client_cli := _client_cli()) is not None:  # discover, discoveries watch, jobs watch, functions
+        client_cli.add_commands(commands)
     return parser
 
 
-def _client_cli():
+def _client_cli() -> ModuleType | None:
     """kan_client.cli when the client distribution (./client) is installed, else None."""
     try:
         from kan_client import cli

@@ -8,7 +8,8 @@ installed): discovery and job following from a shell.
 
 A live progress bar goes to stderr (tqdm when installed); the result goes to stdout: a table of the
 Pareto front and the chosen formula, or with --json the service's JSON for scripts. The exit status
-is 0 when the discovery or job succeeded, 1 when it failed or was cancelled, 2 for a refused request.
+is 0 when the discovery or job succeeded, 1 when it failed or was cancelled, 2 when the request was
+refused or the service could not be reached.
 `--url` defaults to $KAN_URL (else http://127.0.0.1:8000), `--api-key` to $KAN_API_KEY.
 """
 
@@ -20,6 +21,8 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+import httpx
 
 from kan_client._core import DEFAULT_URL
 from kan_client.client import Client
@@ -148,7 +151,7 @@ def add_commands(commands: Any, default_url: str | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed client command; a refused request prints the problem and returns 2."""
+    """Run a parsed client command; a refused request or an unreachable service prints why and returns 2."""
     if getattr(args, "target", None) and "," in args.target:
         args.target = [t.strip() for t in args.target.split(",")]
     try:
@@ -156,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
             return args.client_handler(client, args)
     except KanError as exc:
         print(f"error: {exc}" + (f" (field: {exc.field})" if exc.field else ""), file=sys.stderr)
+        return 2
+    except (httpx.TransportError, ConnectionError) as exc:  # after the client's retries
+        print(f"error: cannot reach the service at {args.url}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -16,6 +16,7 @@ import pytest
 from nbclient import NotebookClient
 
 from client_support import REPO, SMALL_DISCOVERY, tiny_pipeline
+from e2e_support import free_port
 
 BIN = Path(sys.executable).parent
 SMALL = ["--budget", str(SMALL_DISCOVERY["budget"]), "--max-candidates", str(SMALL_DISCOVERY["max_candidates"]),
@@ -77,6 +78,9 @@ def test_functions_and_a_refused_request(server, seed_csv) -> None:
     assert any(line.split()[:3] == ["sin", "2", "sin(x)"] for line in done.stdout.splitlines())
     refused = cli(BIN / "kan-client", "discover", str(seed_csv), "--target", "nope", "--url", server.url)
     assert refused.returncode == 2 and refused.stderr.startswith("error: 422") and "field" in refused.stderr
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    unreachable = cli(BIN / "kan-service", "functions", "--url", closed)
+    assert unreachable.returncode == 2 and unreachable.stderr.startswith(f"error: cannot reach the service at {closed}")
 
 
 def test_the_client_example_runs(server) -> None:
