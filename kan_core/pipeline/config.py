@@ -113,6 +113,10 @@ class TrainStage:
             f"stop_grid_update_step must be >= 0, got {self.stop_grid_update_step}",
         )
 
+    def fit_options(self) -> dict[str, Any]:
+        """`kan_core.train.fit`'s keyword arguments: every field but ``kind`` and ``name``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("kind", "name")}
+
 
 @dataclass(frozen=True)
 class PruneStage:

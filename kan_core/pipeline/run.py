@@ -239,13 +239,8 @@ class _Run:
             })
             self._emit(index, stage, info.step + 1, info.steps, (info.train_rmse, info.test_rmse, info.reg), "step")
 
-        fit(
-            model, self.data, opt=stage.opt, steps=stage.steps, lr=stage.lr, batch=stage.batch,
-            lamb=stage.lamb, lamb_l1=stage.lamb_l1, lamb_entropy=stage.lamb_entropy,
-            lamb_coef=stage.lamb_coef, lamb_coefdiff=stage.lamb_coefdiff, update_grid=stage.update_grid,
-            grid_update_num=stage.grid_update_num, stop_grid_update_step=stage.stop_grid_update_step,
-            callback=callback, should_stop=self.should_stop, stage=stage.name, seed=self.seed,
-        )
+        fit(model, self.data, **stage.fit_options(), callback=callback, should_stop=self.should_stop,
+            stage=stage.name, seed=self.seed)
 
     def _symbolic(self, stage: SymbolicStage, model: KAN) -> dict[str, Any]:
         x = self.data.train_input

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -25,6 +26,7 @@ from kan_core.pipeline import (
     run_pipeline,
 )
 from kan_core.product import ProductLayer
+from kan_core.train import fit
 from kan_core.transform import TransformConfig
 
 
@@ -94,6 +96,14 @@ def test_constructors_validate_too():
         PruneStage(edge_th=-0.1)
     with pytest.raises(ValueError, match="stages"):
         PipelineConfig(stages=("train",))
+
+
+def test_train_stage_options_are_fit_keywords():
+    # a field added to TrainStage must be a keyword of train.fit (run_pipeline passes them all)
+    options = TrainStage(steps=3, lamb=0.5, update_grid=False).fit_options()
+    assert options["steps"] == 3 and options["lamb"] == 0.5 and options["update_grid"] is False
+    assert "kind" not in options and "name" not in options
+    inspect.signature(fit).bind(KAN([1, 1]), None, **options)
 
 
 # ---- run_pipeline
