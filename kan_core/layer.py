@@ -25,7 +25,7 @@ from torch import nn
 from kan_core import spline
 from kan_core.functions import SymbolicFunction
 from kan_core.functions import get as get_function
-from kan_core.spline_edges import SplineEdges, std_from_cov
+from kan_core.spline_edges import FixedFeatures, SplineEdges, std_from_cov
 
 IDENTITY_AFFINE = (1.0, 0.0, 1.0, 0.0)
 
@@ -136,6 +136,7 @@ class KANLayer(nn.Module):
         self._any_spline = True
         self._sym_edges: _SymbolicEdges | None = None
         self._sym_edges_stale = True
+        self._fixed: list[FixedFeatures] | None = None  # None: fixed-input cache off
 
     @classmethod
     def _from_state(cls, **state) -> KANLayer:
@@ -188,9 +189,13 @@ class KANLayer(nn.Module):
         y = std = None
         if self._has_spline():
             wt = self._spline_weights_t()  # (O, I, K+1)
-            yt, cov = SplineEdges.apply(
-                x.T.contiguous(), wt, self.grid, self.k, self._knot_tables(), with_std, precise
-            )
+            fixed = self._fixed_features(x)
+            if fixed is not None:
+                yt, cov = fixed.output_t(wt), (fixed.cov(precise) if with_std else None)
+            else:
+                yt, cov = SplineEdges.apply(
+                    x.T.contiguous(), wt, self.grid, self.k, self._knot_tables(), with_std, precise
+                )
             y = yt.T  # (B, O), the transpose of a contiguous (O, B): the next layer's x.T
             std = std_from_cov(cov, wt) if with_std else None
         elif with_std:
@@ -200,6 +205,30 @@ class KANLayer(nn.Module):
             sym = x.new_zeros(x.shape[0], self.out_dim).index_add_(1, edges.jj, self._symbolic_values(x, edges))
             y = sym if y is None else y + sym
         return (y if y is not None else x.new_zeros(x.shape[0], self.out_dim)), std
+
+    def cache_fixed_inputs(self, enabled: bool) -> None:
+        """Turn the fixed-input cache on or off (off drops it). While on, the features of the two
+        most recent inputs that need no gradient (training and test data) are kept and reused
+        until that tensor or the grid changes (see `kan_core.spline_edges.FixedFeatures`); `fit`
+        turns it on for its duration. Off by default: the cache holds the data and its features."""
+        self._fixed = [] if enabled else None
+
+    def _fixed_features(self, x: torch.Tensor) -> FixedFeatures | None:
+        """The cached features of ``x`` (computed now if new), or None when the cache is off or
+        ``x`` needs a gradient (then the basis depends on parameters)."""
+        if self._fixed is None or x.requires_grad:
+            return None
+        key = _cache_key(self.grid)
+        if key is None or _cache_key(x) is None:
+            return None
+        for i, entry in enumerate(self._fixed):
+            if entry.matches(x, key):
+                if i:  # most recent first
+                    self._fixed = [entry, self._fixed[0]]
+                return entry
+        entry = FixedFeatures(x, self.grid, self.k, self._knot_tables(), key)
+        self._fixed = [entry, *self._fixed[:1]]
+        return entry
 
     def spline_edge_std(self, x: torch.Tensor, precise: bool = True) -> torch.Tensor:
         """Unbiased batch std of every non-symbolic edge's output, ``(I, O)`` (~0 on symbolic and

@@ -105,6 +105,40 @@ class SplineEdges(torch.autograd.Function):
         return grad_xt, grad_wt, None, None, None, None, None
 
 
+class FixedFeatures:
+    """The features ``F (I, K+1, B)`` of one input that needs no gradient (a first layer's training
+    data), computed once and reused while neither the input tensor nor the grid changes: LBFGS
+    evaluates the objective ~20 times per step on the same data, so the basis (and, for the
+    regulariser, the feature covariance, which is then a constant) need not be recomputed. With
+    them a layer's output is one GEMM whose backward is one GEMM (``dWt = dy^T F^T``).
+
+    ``x (B, I)``; ``grid_key`` identifies the grid the features were computed on.
+    """
+
+    def __init__(self, x: torch.Tensor, grid: torch.Tensor, k: int, tables, grid_key: tuple) -> None:
+        self.x, self.version, self.grid_key = x, x._version, grid_key
+        self.feats = fill_features(x.T.contiguous(), grid, k, tables, deriv=False)[0]  # (I, K+1, B)
+        self._cov: dict[torch.dtype, torch.Tensor] = {}
+
+    def matches(self, x: torch.Tensor, grid_key: tuple) -> bool:
+        return x is self.x and x._version == self.version and grid_key == self.grid_key
+
+    def output_t(self, wt: torch.Tensor) -> torch.Tensor:
+        """``y^T = Wt F``: ``wt (O, I, K+1)`` -> ``(O, B)`` (autograd to ``wt`` only)."""
+        I, K1, B = self.feats.shape
+        return wt.reshape(wt.shape[0], -1) @ self.feats.view(I * K1, B)
+
+    def cov(self, precise: bool) -> torch.Tensor:
+        """``Cov_i = Fc_i Fc_i^T / (B - 1)`` ``(I, K+1, K+1)``, accumulated as `SplineEdges` does."""
+        acc = torch.float64 if precise else self.feats.dtype
+        if acc not in self._cov:
+            fc = self.feats.to(acc, copy=True)
+            fc.sub_(fc.mean(-1, keepdim=True))
+            B = fc.shape[-1]
+            self._cov[acc] = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
+        return self._cov[acc]
+
+
 def std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     """Std of the edge outputs ``F_i . w_ij`` from ``cov (I, K+1, K+1)``, ``wt (O, I, K+1)``: ``(I, O)``.
 

@@ -192,49 +192,54 @@ def fit(
     history = History(stage=stage)
     zero = train_x.new_zeros(())
 
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"training cancelled before step {step}" + (f" of stage {stage!r}" if stage else ""))
-        if full:
-            x, y, tx, ty = train_x, train_y, test_x, test_y
-        else:
-            ids = torch.randperm(n_train, generator=gen)[:batch].to(train_x.device)
-            tids = torch.randperm(n_test, generator=gen)[:batch].to(test_x.device)
-            x, y, tx, ty = train_x[ids], train_y[ids], test_x[tids], test_y[tids]
-        saved = [t.detach().clone() for t in state]
-        if update_grid and step % grid_every == 0 and start_grid_update_step <= step < stop_grid_update_step:
-            model.update_grid(x)
-
-        last: dict[str, torch.Tensor] = {}
-
-        def closure() -> torch.Tensor:
-            for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
-                p.grad = None
-            if lamb > 0:
-                pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff, precise_reg)
+    first = model.layers[0]  # its input is the data: features computed once per batch, not per evaluation
+    first.cache_fixed_inputs(True)
+    try:
+        for step in range(steps):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"training cancelled before step {step}" + (f" of stage {stage!r}" if stage else ""))
+            if full:
+                x, y, tx, ty = train_x, train_y, test_x, test_y
             else:
-                pred, reg = _forward(model, x), zero
-            mse = (pred - y).pow(2).mean()
-            objective = mse + lamb * reg if lamb > 0 else mse
-            if objective.requires_grad:  # a model whose edges are all masked has nothing to train
-                objective.backward()
-            last["mse"], last["reg"] = mse.detach(), reg.detach()
-            return objective
+                ids = torch.randperm(n_train, generator=gen)[:batch].to(train_x.device)
+                tids = torch.randperm(n_test, generator=gen)[:batch].to(test_x.device)
+                x, y, tx, ty = train_x[ids], train_y[ids], test_x[tids], test_y[tids]
+            saved = [t.detach().clone() for t in state]
+            if update_grid and step % grid_every == 0 and start_grid_update_step <= step < stop_grid_update_step:
+                model.update_grid(x)
 
-        optimizer.step(closure)
-        with torch.no_grad():
-            test_mse = (_forward(model, tx) - ty).pow(2).mean()
-        train_mse, test_mse, reg = torch.stack([last["mse"], test_mse, last["reg"]]).tolist()
-        if not (math.isfinite(train_mse) and math.isfinite(test_mse)):
+            last: dict[str, torch.Tensor] = {}
+
+            def closure() -> torch.Tensor:
+                for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
+                    p.grad = None
+                if lamb > 0:
+                    pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff, precise_reg)
+                else:
+                    pred, reg = _forward(model, x), zero
+                mse = (pred - y).pow(2).mean()
+                objective = mse + lamb * reg if lamb > 0 else mse
+                if objective.requires_grad:  # a model whose edges are all masked has nothing to train
+                    objective.backward()
+                last["mse"], last["reg"] = mse.detach(), reg.detach()
+                return objective
+
+            optimizer.step(closure)
             with torch.no_grad():
-                for t, s in zip(state, saved):
-                    t.copy_(s)
-            raise NonFiniteLossError(step, stage, train_mse if not math.isfinite(train_mse) else test_mse)
-        history.train_rmse.append(math.sqrt(train_mse))
-        history.test_rmse.append(math.sqrt(test_mse))
-        history.reg.append(reg)
-        if callback is not None:
-            callback(StepInfo(stage, step, steps, history.train_rmse[-1], history.test_rmse[-1], reg))
+                test_mse = (_forward(model, tx) - ty).pow(2).mean()
+            train_mse, test_mse, reg = torch.stack([last["mse"], test_mse, last["reg"]]).tolist()
+            if not (math.isfinite(train_mse) and math.isfinite(test_mse)):
+                with torch.no_grad():
+                    for t, s in zip(state, saved):
+                        t.copy_(s)
+                raise NonFiniteLossError(step, stage, train_mse if not math.isfinite(train_mse) else test_mse)
+            history.train_rmse.append(math.sqrt(train_mse))
+            history.test_rmse.append(math.sqrt(test_mse))
+            history.reg.append(reg)
+            if callback is not None:
+                callback(StepInfo(stage, step, steps, history.train_rmse[-1], history.test_rmse[-1], reg))
+    finally:
+        first.cache_fixed_inputs(False)
     return history
 
 

@@ -285,6 +285,57 @@ def test_float32_edge_std_not_precise_is_the_plain_float32_computation():
     assert torch.equal(l64.spline_edge_std(x64, precise=False), l64.spline_edge_std(x64, precise=True))
 
 
+@pytest.mark.parametrize("precise", [True, False])
+@pytest.mark.parametrize("dtype", [f64, torch.float32])
+def test_fixed_input_cache_gives_the_uncached_values_and_gradients(precise, dtype):
+    """With the cache on, a data input (no gradient) reuses its features: output, edge std and the
+    weights' gradients are those of the uncached path (up to rounding: dWt is one GEMM on F instead
+    of Fc plus the mean)."""
+    layer = randomise(make_layer(dtype=dtype))
+    layer.set_symbolic(0, 1, "sin", (1.0, 0.5, 2.0, 0.0))
+    x = inputs(400).to(dtype)
+    params = [layer.coef, layer.scale_base, layer.scale_sp, layer.sym_affine]
+
+    def run():
+        y, std = layer.forward_with_edge_std(x, precise)
+        return y, std, torch.autograd.grad((y.sin().sum() + std.sum()), params)
+
+    ref = run()
+    layer.cache_fixed_inputs(True)
+    first, again = run(), run()  # computed, then reused
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == f64 else dict(rtol=1e-4, atol=1e-5)
+    for got in (first, again):
+        for a, b in zip((got[0], got[1], *got[2]), (ref[0], ref[1], *ref[2])):
+            assert torch.allclose(a, b, **tol)
+    assert all(torch.equal(a, b) for a, b in zip((first[0], first[1], *first[2]), (again[0], again[1], *again[2])))
+    layer.cache_fixed_inputs(False)
+
+
+def test_fixed_input_cache_follows_changes_of_the_input_and_the_grid():
+    layer = randomise(make_layer())
+    layer.cache_fixed_inputs(True)
+    x, other = inputs(300), inputs(300, seed=5)
+    assert torch.equal(layer(x), _uncached(layer, x))
+    assert torch.equal(layer(other), _uncached(layer, other))  # a second input (test data)
+    assert torch.equal(layer(x), _uncached(layer, x))
+    x.mul_(0.5)  # changed in place
+    assert torch.equal(layer(x), _uncached(layer, x))
+    layer.update_grid(inputs(300, seed=7) * 0.8)  # new grid
+    assert torch.equal(layer(x), _uncached(layer, x))
+    xg = x.clone().requires_grad_()  # an input that needs a gradient is never cached
+    y = layer(xg)
+    assert torch.allclose(torch.autograd.grad(y.sum(), xg)[0], torch.autograd.grad(_uncached(layer, xg).sum(), xg)[0])
+    layer.cache_fixed_inputs(False)
+
+
+def _uncached(layer: KANLayer, x: torch.Tensor) -> torch.Tensor:
+    saved, layer._fixed = layer._fixed, None
+    try:
+        return layer(x)
+    finally:
+        layer._fixed = saved
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
