@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import sympy
 
+from kan_core import metrics
 from kan_core.constants import sharpen_constants
 from kan_core.errors import TrainingCancelled
 from kan_core.formula import clean_constants, evaluate_formula
@@ -384,12 +385,9 @@ def sparse_leaf(p: Problem, seconds: float, stop: Callable[[], bool]) -> tuple[s
 
 
 def _r2(expr: sympy.Expr, names: Sequence[str], x: np.ndarray, y: np.ndarray) -> float:
+    """`kan_core.metrics.r2` of ``expr`` on ``(x, y)``, -inf where it is undefined (for ranking)."""
     try:
-        pred = _evaluate(expr, names, x)
+        r2 = metrics.r2(_evaluate(expr, names, x), y)
     except (ValueError, TypeError, ArithmeticError):
         return -math.inf
-    if not np.isfinite(pred).all():
-        return -math.inf
-    sst = float(np.sum((y - y.mean()) ** 2))
-    sse = float(np.sum((pred - y) ** 2))
-    return 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else -math.inf)
+    return -math.inf if r2 is None else r2

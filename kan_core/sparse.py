@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg
 import sympy
 
+from kan_core import metrics
 from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.sparse_terms import Dictionary, build_dictionary, nice_number
 
@@ -43,13 +44,14 @@ MAX_TIER = {"rational": 2, "y^2": 2, "1/y^2": 1, "sqrt": 1}  # the highest tier 
 class SparseFit:
     """One candidate: ``expr`` (sympy, plain symbols named like the inputs) fitted with target
     transform ``transform``; ``n_terms`` dictionary terms besides the constant; RMSE and R² on the
-    rows it was fitted to (original units); ``exact`` when rmse/std(y) < EXACT_REL_RMSE."""
+    rows it was fitted to (original units; `kan_core.metrics`, so R² is None for an inexact fit of a
+    constant target); ``exact`` when rmse/std(y) < EXACT_REL_RMSE."""
 
     expr: sympy.Expr
     transform: str
     n_terms: int
     rmse: float
-    r2: float
+    r2: float | None
     complexity: int
     exact: bool
 
@@ -116,7 +118,7 @@ def fit_sparse(
             break
     exact = sorted((r for r in found.values() if r.rmse <= tol), key=lambda r: len(r.support))
     chosen = exact[: 2 * max_results] or sorted(found.values(), key=lambda r: r.rmse)[:max_results]
-    fits = [f for r in chosen if (f := _to_formula(r, X, y, names, y_std, tol)) is not None]
+    fits = [f for r in chosen if (f := _to_formula(r, X, y, names, tol)) is not None]
     return _rank(fits)[:max_results]
 
 
@@ -378,7 +380,7 @@ def _snap(M: np.ndarray, t: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return out if after <= max(before * (1 + 1e-6), floor) else coef
 
 
-def _to_formula(raw: _Raw, X: np.ndarray, y: np.ndarray, names: list[str], y_std: float, tol: float) -> SparseFit | None:
+def _to_formula(raw: _Raw, X: np.ndarray, y: np.ndarray, names: list[str], tol: float) -> SparseFit | None:
     """The sympy formula of a refitted support in y's units, measured again from the formula."""
     cols, coef = raw.cols, raw.coef
     terms = [(_number(c), cols.exprs[j], j) for c, j in zip(coef[1:], raw.support)]
@@ -395,9 +397,9 @@ def _to_formula(raw: _Raw, X: np.ndarray, y: np.ndarray, names: list[str], y_std
     pred = evaluate_formula(expr, names, X)
     if not np.isfinite(pred).all():
         return None
-    rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
-    r2 = 1.0 - rmse**2 / y_std**2 if y_std > 0 else (1.0 if rmse == 0 else 0.0)
-    return SparseFit(expr, raw.target.name, len(raw.support), rmse, r2, formula_complexity(expr), rmse <= tol)
+    error = metrics.rmse(pred, y)
+    return SparseFit(expr, raw.target.name, len(raw.support), error, metrics.r2(pred, y), formula_complexity(expr),
+                     error <= tol)
 
 
 def _number(v: float) -> sympy.Expr:
