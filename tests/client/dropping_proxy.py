@@ -67,3 +67,59 @@ class DroppingProxy:
                     self.dropped.append(request)
                     return  # the service answered; the client never hears it
                 conn.sendall(answer)
+
+
+class CuttingRelay:
+    """A byte relay (any HTTP) that cuts one event stream: the first connection that asks for a path
+    containing `marker` (e.g. b"/events") is closed right after the first server-sent event reaches
+    the client, before the stream's `end`. Everything else is relayed untouched."""
+
+    def __init__(self, upstream_port: int, marker: bytes):
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.cut = 0
+        self.streams = 0  # requests for the marker seen (the first and the client's reconnections)
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            state = {"cut_me": False}
+            threading.Thread(target=self._up, args=(conn, upstream, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, conn, state), daemon=True).start()
+
+    def _up(self, conn: socket.socket, upstream: socket.socket, state: dict) -> None:
+        try:
+            while chunk := conn.recv(65536):
+                if chunk.startswith(b"GET ") and self.marker in chunk.split(b"\r\n", 1)[0]:
+                    with self._lock:
+                        self.streams += 1
+                        state["cut_me"] = self.cut == 0
+                        self.cut += state["cut_me"]
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+
+    def _down(self, upstream: socket.socket, conn: socket.socket, state: dict) -> None:
+        try:
+            while chunk := upstream.recv(65536):
+                conn.sendall(chunk)
+                if state["cut_me"] and b"event:" in chunk:
+                    break  # the first event went through; the rest of the stream never will
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            upstream.close()

@@ -9,12 +9,13 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from client_support import REPO, SEED_EXPRESSION, SEED_RANGES, Server
-from dropping_proxy import DroppingProxy
+from client_support import REPO, SEED_EXPRESSION, SEED_RANGES, Server, wait_for
+from dropping_proxy import CuttingRelay, DroppingProxy
 from kan_client import (
     AsyncClient,
     AuthError,
@@ -103,6 +104,34 @@ def test_a_discovery_cancelled_while_it_runs(api) -> None:
         with pytest.raises(JobFailed) as caught:
             handle.wait(timeout=120)
         assert caught.value.status == "cancelled"
+
+
+def test_a_dropped_event_stream_is_followed_again(api) -> None:
+    """The stream is cut after its first event; wait() reopens it and still sees the `end`. The
+    discovery cannot end by itself (no worker), so it is cancelled only once the stream was reopened."""
+    live, key = api
+    relay = CuttingRelay(live.port, b"/events")
+    events: list[str] = []
+    outcome: list[BaseException] = []
+
+    def follow(handle) -> None:
+        try:
+            handle.wait(callback=lambda name, data: events.append(name), timeout=600)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            outcome.append(exc)
+
+    try:
+        with Client(live.url, key, retries=3) as direct, Client(relay.url, key, backoff_s=0.05) as through_relay:
+            created = direct.discover(expression="x1 + x2", ranges=SEED_RANGES, n_train=20, n_test=10, budget=600)
+            follower = threading.Thread(target=follow, args=(through_relay.discovery(created.id),))
+            follower.start()
+            wait_for(lambda: relay.streams >= 2, 120, 0.05, "the event stream to be reopened")
+            direct.cancel_discovery(created.id)
+            follower.join(600)
+        assert relay.cut == 1 and len(outcome) == 1 and isinstance(outcome[0], JobFailed)
+        assert outcome[0].status == "cancelled" and events.count("end") == 1 and events[-1] == "end"
+    finally:
+        relay.close()
 
 
 def test_a_creation_retried_after_a_dropped_connection_makes_one_resource(api) -> None:
