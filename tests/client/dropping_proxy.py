@@ -1,8 +1,10 @@
-"""A real TCP relay in front of the live service that drops one connection on purpose: the first
-request matching a prefix (e.g. `POST /v1/datasets`) is forwarded and answered by the service, then
-the client's connection is closed before the answer reaches it, as when a connection drops after
-the server did the work. Every other request is relayed as it is. HTTP/1.1 with Content-Length
-bodies only (what httpx sends and the service answers for JSON)."""
+"""Real TCP relays in front of the live service that break connections on purpose (no mocks).
+
+`DroppingProxy`: the first request matching a prefix (e.g. `POST /v1/datasets`) is forwarded and
+answered by the service, then the client's connection is closed before the answer reaches it, as when
+a connection drops after the server did the work; HTTP/1.1 with Content-Length bodies only (what
+httpx sends and the service answers for JSON). `CuttingRelay`: relays bytes, and cuts the first
+server-sent event stream after its first event."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Errors and retries of kan_client against a live API-only service with authentication and a low
 job rate limit: one typed exception per status family (with `field`), 429 honouring Retry-After,
-503 from /readyz (no worker), and a creation retried after a dropped connection that makes one
-resource, not two (the Idempotency-Key)."""
+503 from /readyz (no worker), a creation retried after a dropped connection that makes one
+resource, not two (the Idempotency-Key), and an event stream reopened after it was cut."""
 
 from __future__ import annotations
 
