@@ -3,13 +3,15 @@ child jobs (kind `candidate`, Job.parent_job_id) through the normal queue, so lo
 share them. The engine decides what to try and what to keep: `kan_core.discovery.candidates` gives
 the candidate specs (stored as the children's Job.config), each worker runs one with
 `kan_core.discovery.run_candidate` (its CandidateResult lands in Job.result), and the parent keeps
-`pareto_front` / `choose` of the results and stops early on `good_enough`.
+`pareto_front` / `choose` of the results and stops early on `good_enough` or `at_noise_floor` (all
+of them read each candidate's validation rows, carved from the training split; the test split only
+measures).
 
 The parent never holds a worker: it is created `running` (claims only take `queued` jobs) and is
 advanced event-driven by `advance_discovery`, which the worker calls right after it finishes a
 candidate and every worker's heartbeat calls for every running discovery (the deadline). It ends the
 search when every candidate is final, the deadline passed, a candidate is good enough, or a cancel
-was asked; then cancels the remaining candidates and stores the Pareto front (complexity vs test
+was asked; then cancels the remaining candidates and stores the Pareto front (complexity vs validation
 RMSE of each candidate's formula) and the chosen formula on the parent, with a compare-and-set on the
 parent's status, so two workers finishing candidates at once end it once.
 
@@ -246,6 +248,7 @@ def front_point(child: Job, result: kd.CandidateResult) -> dict[str, Any]:
     config = child.config or {}
     return FrontPoint(
         complexity=result.complexity, test_rmse=result.test_rmse, r2=result.test_r2, train_rmse=result.train_rmse,
+        val_rmse=result.val_rmse, noise_rmse=result.noise_rmse,
         formula=result.formula, latex=result.latex or "", variables=list(result.var_names), job_id=child.id,
         candidate={"id": config.get("id"), "family": config.get("family"), "label": config.get("label", "")},
         structure=result.structure,
@@ -265,14 +268,16 @@ def advance_discovery(session: Session, settings: Settings, parent_id: str, *, n
     job_of = {r.spec_id: c for c, r in results}  # spec ids are unique within a discovery
     scored = [r for _, r in results if r.has_formula]
     done = sum(c.status.is_final for c in children)
-    best = min(scored, key=lambda r: r.test_rmse, default=None)
+    best = min(scored, key=kd.val_rmse, default=None)
     progress = {"candidates_done": done, "candidates_total": len(children),
                 "best": front_point(job_of[best.spec_id], best) if best is not None else None}
     max_seconds = float(parent.config["budget"]["max_seconds"])
     if parent.cancel_requested:
         reason = "cancelled"
     elif any(kd.good_enough(r) for r in scored):
-        reason = "a candidate's formula fits the test split to numerical precision"
+        reason = "a candidate's formula fits the validation rows to numerical precision"
+    elif any(kd.at_noise_floor(r) for r in scored):
+        reason = "a candidate's formula fits the validation rows down to the data's noise"
     elif done == len(children):
         reason = "every candidate finished"
     elif now >= candidate_deadline(parent):

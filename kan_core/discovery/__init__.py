@@ -13,7 +13,8 @@ spread the candidates over workers:
 
 `discover` (discover.py) does all of it in-process within a `Budget`, stopping early at a
 `good_enough` result; records.py holds the JSON-able records, simplify.py the formula rewrites.
-The service never needs the true formula: candidates are ranked on held-out test error and size.
+The service never needs the true formula: candidates are ranked on the error on validation rows
+carved from the training split (`kan_core.validation`) and on size; the test split only measures.
 """
 
 from kan_core.discovery.candidates import DISCOVERY_LIBRARY, candidates
@@ -34,16 +35,19 @@ from kan_core.discovery.select import (
     EXACT_R2,
     GOOD_ENOUGH_COMPLEXITY,
     GOOD_ENOUGH_R2,
+    at_noise_floor,
     choose,
     good_enough,
     is_exact,
     pareto_front,
+    val_r2,
+    val_rmse,
 )
 from kan_core.discovery.simplify import MAX_POLISH_FUNCTIONS, MAX_POLISH_OPS, polish_formula
 
 __all__ = [
     "DISCOVERY_LIBRARY", "EXACT_R2", "FAMILIES", "GOOD_ENOUGH_COMPLEXITY", "GOOD_ENOUGH_R2", "MAX_POLISH_FUNCTIONS",
     "MAX_POLISH_OPS", "Budget", "CandidateResult", "CandidateSpec", "DiscoveryEvent", "DiscoveryResult", "Family",
-    "Status", "candidates", "choose", "discover", "formula_metrics", "good_enough", "is_exact", "pareto_front",
-    "parse_formula", "polish_formula", "run_candidate",
+    "Status", "at_noise_floor", "candidates", "choose", "discover", "formula_metrics", "good_enough", "is_exact",
+    "pareto_front", "parse_formula", "polish_formula", "run_candidate", "val_r2", "val_rmse",
 ]

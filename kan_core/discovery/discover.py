@@ -10,7 +10,7 @@ from kan_core.data import Dataset
 from kan_core.discovery.candidates import DISCOVERY_LIBRARY, candidates
 from kan_core.discovery.records import Budget, CandidateResult, DiscoveryEvent, DiscoveryResult, check_var_names
 from kan_core.discovery.run import run_candidate
-from kan_core.discovery.select import choose, good_enough, pareto_front
+from kan_core.discovery.select import at_noise_floor, choose, good_enough, pareto_front, val_r2
 
 
 def discover(
@@ -24,7 +24,9 @@ def discover(
     library: Sequence[str] = DISCOVERY_LIBRARY,
 ) -> DiscoveryResult:
     """Run `candidates` one after another within ``budget``, stopping early at the first
-    `good_enough` result, and return every result, their Pareto front and `choose`'s pick.
+    `good_enough` result (or, on noisy data, the first `at_noise_floor`), and return every result,
+    their Pareto front and `choose`'s pick. Candidates are chosen on validation rows carved from
+    the training split (`kan_core.validation`); the test split only measures them.
 
     Time: a candidate is started only while time is left, and is stopped at the budget's deadline
     (or after ``budget.candidate_seconds``), so the overshoot is bounded by one training step plus
@@ -37,7 +39,7 @@ def discover(
     start = time.monotonic()
     deadline = start + budget.max_seconds
     results: list[CandidateResult] = []
-    stopped: str = "candidates"
+    stopped: str = "candidates"  # the reason discovery ended (DiscoveryResult.stopped)
     best_r2: list[float | None] = [None]
 
     def emit(phase: str, index: int, spec_id: str | None, **kw: Any) -> None:
@@ -61,14 +63,18 @@ def discover(
         res = run_candidate(dataset, spec, forward if on_progress is not None else None, should_stop,
                             var_names=names, max_seconds=limit)
         results.append(res)
-        if res.has_formula and res.test_r2 is not None and (best_r2[0] is None or res.test_r2 > best_r2[0]):
-            best_r2[0] = res.test_r2
+        score = val_r2(res) if res.has_formula else None
+        if score is not None and (best_r2[0] is None or score > best_r2[0]):
+            best_r2[0] = score
         emit("candidate_end", index, spec.id, result=res.to_dict())
         if res.status == "cancelled":
             stopped = "cancelled"
             break
         if good_enough(res):
             stopped = "good_enough"
+            break
+        if at_noise_floor(res):
+            stopped = "noise_floor"
             break
         if res.status == "timeout" and time.monotonic() >= deadline:
             stopped = "time"

@@ -116,8 +116,11 @@ _MOVED_TO_MODEL = ("family", "als_restarts", "product_rank")
 class CandidateResult:
     """What one candidate produced. ``formula`` is sympy's string of the formula in the dataset's
     variable names (None when the run gave none); `expr` parses it back. Metrics are those of the
-    *formula* (not the network) on the test and training splits, in the original units;
-    ``complexity`` is `kan_core.formula.formula_complexity` (expression-tree nodes)."""
+    *formula* (not the network), in the original units: ``val_*`` on the validation rows carved
+    from the training split (`kan_core.validation`: what selection and early stopping use),
+    ``test_*`` on the test split (reported only), ``train_*`` on all training rows;
+    ``noise_rmse``: the noise level when the formula's residual is white noise (at the noise
+    floor), else None; ``complexity`` is `kan_core.formula.formula_complexity` (tree nodes)."""
 
     spec_id: str
     family: str
@@ -131,10 +134,13 @@ class CandidateResult:
     test_r2: float | None = None
     train_rmse: float | None = None
     train_r2: float | None = None
-    network_test_rmse: float | None = None  # the trained network before/without the formula
+    network_test_rmse: float | None = None  # the trained network before/without the formula (validation rows)
     error: str | None = None
     label: str = ""
     structure: dict[str, Any] | None = None  # "structure" family: how the formula was built (kan_core.recurse)
+    val_rmse: float | None = None
+    val_r2: float | None = None
+    noise_rmse: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "var_names", tuple(self.var_names))
@@ -162,7 +168,7 @@ class CandidateResult:
 class DiscoveryEvent:
     """Progress of `discover` / `run_candidate`. ``phase``: "candidate_start", "step" (a pipeline
     step or stage boundary; ``pipeline`` holds that `ProgressEvent` as a dict), "candidate_end"
-    (``result`` holds the CandidateResult dict), "done". ``best_r2``: best formula test R² so far."""
+    (``result`` holds the CandidateResult dict), "done". ``best_r2``: best formula validation R² so far."""
 
     phase: Literal["candidate_start", "step", "candidate_end", "done"]
     candidate_index: int
@@ -181,13 +187,14 @@ class DiscoveryEvent:
 class DiscoveryResult:
     """``results``: every candidate run, in run order; ``front``: their Pareto front (simplest
     first); ``chosen``: `choose(front)` (None when no candidate produced a formula); ``stopped``:
-    why discovery ended: "good_enough", "candidates" (all run), "time", "cancelled"."""
+    why discovery ended: "good_enough", "noise_floor" (a simple formula fits down to the data's
+    noise), "candidates" (all run), "time", "cancelled"."""
 
     results: tuple[CandidateResult, ...]
     front: tuple[CandidateResult, ...]
     chosen: CandidateResult | None
     seconds: float
-    stopped: Literal["good_enough", "candidates", "time", "cancelled"]
+    stopped: Literal["good_enough", "noise_floor", "candidates", "time", "cancelled"]
     n_candidates: int
 
     def to_dict(self) -> dict[str, Any]:

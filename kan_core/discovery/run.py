@@ -4,6 +4,11 @@ The network is trained once (the stages before the first symbolic stage); the sy
 the ones after it run on copies of it (`continue_pipeline`), once as configured and once more per
 ``retry_weight_simple`` value while the formula is not exact. Each formula is simplified, its
 constants refitted on the data, and measured in the original units.
+
+Everything is fitted on the training rows less a validation share (`kan_core.validation`); every
+choice (variants, early stops) reads the validation rows, and the test split only measures the
+result. A formula whose residual is white noise is at the noise floor: no further variant is tried
+and its constants keep only the digits the noise allows.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from kan_core.discovery.records import (
     _require,
     check_var_names,
 )
-from kan_core.discovery.select import choose, is_exact, pareto_front
+from kan_core.discovery.select import at_noise_floor, choose, is_exact, pareto_front
 from kan_core.discovery.simplify import polish_formula
 from kan_core.discovery.structured import solve_dataset
 from kan_core.errors import KANError, TrainingCancelled
@@ -35,6 +40,7 @@ from kan_core.formula import evaluate_formula, formula_complexity, formula_latex
 from kan_core.metrics import fit_metrics, rmse
 from kan_core.pipeline import PipelineResult, ProgressEvent, SymbolicStage, continue_pipeline, run_pipeline
 from kan_core.sparse import fit_sparse
+from kan_core.validation import ValidationSplit, noise_floor, round_to_noise, train_arrays, validation_split
 
 
 def run_candidate(
@@ -87,10 +93,16 @@ def run_candidate(
     def result(status: Status, **kw: Any) -> CandidateResult:
         return CandidateResult(spec.id, spec.family, status, time.monotonic() - start, names, label=spec.label, **kw)
 
+    held = validation_split(dataset)
+    full, dataset = dataset, held.search  # from here on "test" is the validation rows
+
+    def finish(res: CandidateResult) -> CandidateResult:
+        return _finish(res, full, held, names)
+
     if spec.family == "sparse":
-        return _run_sparse(dataset, names, stop, timed_out, result, start, deadline)
+        return _run_sparse(dataset, names, stop, timed_out, result, start, deadline, finish)
     if spec.family == "structure":
-        return _run_structure(dataset, spec, names, stop, timed_out, result, start, deadline, on_progress)
+        return finish(_run_structure(dataset, spec, names, stop, timed_out, result, start, deadline, on_progress))
     pipe = spec.pipeline
     split = next((i for i, s in enumerate(pipe.stages) if isinstance(s, SymbolicStage)), len(pipe.stages))
     head_config, tail = replace(pipe, stages=pipe.stages[:split]), pipe.stages[split:]
@@ -98,11 +110,11 @@ def run_candidate(
     try:
         head = run_pipeline(dataset, head_config, on_progress=progress, should_stop=stop, var_names=names)
         for weight in (None, *spec.retry_weight_simple):
-            if variants and (variants[0].status != "ok" or any(is_exact(v) for v in variants)):
+            if variants and (variants[0].status != "ok" or any(is_exact(v) or at_noise_floor(v) for v in variants)):
                 break
             run = continue_pipeline(dataset, head, _retuned(tail, weight), on_progress=progress,
                                     should_stop=stop) if tail else head
-            variants.append(_evaluate(run, dataset, names, result))
+            variants.append(finish(_evaluate(run, dataset, names, result)))
             if not tail:
                 break
     except TrainingCancelled:
@@ -121,16 +133,20 @@ SPARSE_EVALUATED = 3  # of its exact candidates, this many are polished and meas
 
 
 def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], bool], timed_out: list[bool],
-                result: Callable[..., CandidateResult], start: float, deadline: float | None) -> CandidateResult:
+                result: Callable[..., CandidateResult], start: float, deadline: float | None,
+                finish: Callable[[CandidateResult], CandidateResult]) -> CandidateResult:
     """The "sparse" family: `kan_core.sparse.fit_sparse` on the training split (no network). Its
     exact candidates are polished, refitted and measured like any formula and `choose` picks one;
     without an exact one, only the closest fit is measured, its constants rounded (an approximation:
-    polishing it would cost more than it is worth)."""
+    polishing it would cost more than it is worth). When that closest fit is at the noise floor,
+    the fewest terms that reach the floor are searched for (`_fewest_terms`) instead of fitting noise."""
     x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
     y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
     seconds = SPARSE_SECONDS if deadline is None else min(SPARSE_SECONDS, SPARSE_SHARE * (deadline - start))
     try:
         fits = fit_sparse(x, y, names, should_stop=stop, max_seconds=max(seconds, 0.01))
+        if fits and not fits[0].exact and noise_floor(fits[0].expr, names, x, y) is not None:
+            fits = _fewest_terms(x, y, names, fits, stop, start + seconds)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
         return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
     if not fits:
@@ -148,12 +164,27 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
         except (ValueError, TypeError, ArithmeticError, RecursionError):
             continue
         if metrics["test_rmse"] is not None:
-            variants.append(result("ok", formula=str(expr), latex=formula_latex(expr),
-                                   complexity=formula_complexity(expr), **metrics))
-        if variants and is_exact(variants[-1]):
+            variants.append(finish(result("ok", formula=str(expr), latex=formula_latex(expr),
+                                          complexity=formula_complexity(expr), **metrics)))
+        if variants and (is_exact(variants[-1]) or at_noise_floor(variants[-1])):
             break
     best = choose(pareto_front(variants))
     return replace(best, seconds=time.monotonic() - start) if best is not None else result("no_formula")
+
+
+def _fewest_terms(x, y, names: tuple[str, ...], fits: list, stop: Callable[[], bool], until: float) -> list:
+    """On noisy data: `fit_sparse` again with at most 1, 2, ... terms, until a fit's residual is
+    white noise (`kan_core.validation.noise_floor`); the simplest such fit first, then ``fits``.
+    More terms than that would fit the noise."""
+    for k in range(1, max(f.n_terms for f in fits)):
+        left = until - time.monotonic()
+        if stop() or left <= 0:
+            break
+        floor = [f for f in fit_sparse(x, y, names, max_terms=k, should_stop=stop, max_seconds=left)
+                 if noise_floor(f.expr, names, x, y) is not None]
+        if floor:
+            return [min(floor, key=lambda f: f.complexity), *fits]
+    return fits
 
 
 STRUCTURE_SECONDS = 60.0  # the structure family's own time limit, so later candidates still run
@@ -212,6 +243,34 @@ def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], res
                       network_test_rmse=net_rmse)
     return result("ok", formula=str(expr), latex=formula_latex(expr), complexity=formula_complexity(expr),
                   network_test_rmse=net_rmse, **metrics)
+
+
+def _finish(res: CandidateResult, full: Dataset, split: ValidationSplit, names: tuple[str, ...]) -> CandidateResult:
+    """``res`` (measured on ``split.search``: its "test" metrics are the validation rows') with the
+    validation metrics moved to ``val_*``, the test and training metrics measured on ``full``, and
+    the noise floor: when the formula's residual on the training rows is white noise, its level goes
+    to ``noise_rmse`` and the constants are rounded to the digits it allows (`round_to_noise`)."""
+    if not res.has_formula:
+        return res
+    expr = res.expr
+    x_fit, y_fit = train_arrays(split.search)
+    x_all, y_all = train_arrays(full)
+    try:
+        sigma = noise_floor(expr, names, x_all, y_all)
+        if sigma is not None:
+            rounded = round_to_noise(expr, names, x_fit, y_fit, sigma)
+            if rounded != expr and formula_metrics(rounded, names, split.search)["test_rmse"] is not None:
+                expr = rounded
+        val = formula_metrics(expr, names, split.search)
+        metrics = formula_metrics(expr, names, full)
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        return replace(res, status="failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], test_rmse=None)
+    if val["test_rmse"] is None:
+        return replace(res, status="failed", error="the formula is not finite on the validation rows", test_rmse=None)
+    if metrics["test_rmse"] is None:
+        return replace(res, status="failed", error="the formula is not finite on the test split", test_rmse=None)
+    return replace(res, formula=str(expr), latex=formula_latex(expr), complexity=formula_complexity(expr),
+                   val_rmse=val["test_rmse"], val_r2=val["test_r2"], noise_rmse=sigma, **metrics)
 
 
 def _network_rmse(run: PipelineResult, dataset: Dataset) -> float | None:

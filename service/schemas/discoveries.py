@@ -101,6 +101,12 @@ class FrontPoint(BaseModel):
     test_rmse: float = Field(description="RMSE of the formula on the test split, in the target's units.")
     r2: float | None = Field(None, description="R² of the formula on the test split.")
     train_rmse: float | None = Field(None, description="RMSE of the formula on the training split.")
+    val_rmse: float | None = Field(
+        None, description="RMSE on the validation rows (carved from the training split): what the front and the "
+                          "choice are made on; the test split only measures.")
+    noise_rmse: float | None = Field(
+        None, description="The data's noise level when the formula's residual is white noise (it is at the noise "
+                          "floor: discovery stops there), else null.")
     formula: str = Field(description="The formula in the dataset's feature names (sympy syntax).")
     latex: str
     variables: list[str] = Field(description="The formula's variables, in the order of the dataset's features.")

@@ -154,7 +154,7 @@ def test_a_discovery_recovers_a_product_and_stops_early(client, session_factory,
     with WorkerPool(settings, 1):
         done = _wait_final(client, r.headers["Location"])
     assert done["status"] == "succeeded", done
-    assert "numerical precision" in done["reason"]
+    assert "numerical precision" in done["reason"] and "validation rows" in done["reason"]
     chosen = done["chosen"]
     assert chosen["r2"] > 1 - 1e-10 and chosen["candidate"]["id"] == "00-sparse", chosen  # claimed in the engine's order
     assert is_solution(chosen["formula"], "x1*x2", ["x1", "x2"])
