@@ -8,14 +8,13 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service import discovery_events, formula_export
+from service.api.sse import EVENT_POLL_S, event_stream
 from service.errors import NotFound
 from service.ui.core import PREFIX, CallerDep, SameOrigin, problem_page, render
 
 router = APIRouter()
-EVENT_POLL_S = 0.25
 
 
 @router.get("/discoveries")
@@ -46,16 +45,9 @@ async def discovery_events_page(caller: CallerDep, discovery_id: str):
     factory = caller.request.app.state.read_session_factory
     events = discovery_events.follow(factory, caller.principal.tenant_id, discovery_id, interval_s=EVENT_POLL_S)
     try:
-        first = await anext(events)
+        return await event_stream(events)
     except NotFound as exc:
         return problem_page(caller.request, caller, exc)
-
-    async def stream():
-        yield ServerSentEvent(event=first[0], data=first[1])
-        async for name, data in events:
-            yield ServerSentEvent(event=name, data=data)
-
-    return EventSourceResponse(stream(), ping=15)
 
 
 @router.post("/discoveries/{discovery_id}/cancel", dependencies=[SameOrigin])

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from service import jobs
+from service.api.sse import EVENT_POLL_S, event_stream
 from service.errors import NotFound
 from service.models import JobStatus
 from service.ui.core import PREFIX, CallerDep, SameOrigin, problem_page, render
 
 router = APIRouter()
-EVENT_POLL_S = 0.25
 STATUSES = [status.value for status in JobStatus]
 PAGE_ROWS = 200  # jobs on one list page (the API's largest page); "Older…" follows the cursor
 
@@ -37,16 +36,9 @@ async def job_events(caller: CallerDep, job_id: str):
     factory = caller.request.app.state.read_session_factory
     events = jobs.follow(factory, caller.principal.tenant_id, job_id, interval_s=EVENT_POLL_S)
     try:
-        first = await anext(events)
+        return await event_stream(events)
     except NotFound as exc:
         return problem_page(caller.request, caller, exc)
-
-    async def stream():
-        yield ServerSentEvent(event=first[0], data=first[1])
-        async for name, data in events:
-            yield ServerSentEvent(event=name, data=data)
-
-    return EventSourceResponse(stream(), ping=15)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[SameOrigin])

@@ -100,6 +100,9 @@ def test_scopes_tenants_and_field_errors(app_keys) -> None:
     assert r.status_code == 404 and 'id="not-found"' in r.text
     assert client.get("/ui/jobs/job_0190c0ffee0000000000000000").status_code == 404
     assert created.rsplit("/", 1)[1] not in client.get("/ui/datasets").text
+    for stream in ("/ui/jobs/job_0190c0ffee0000000000000000/events", "/ui/discoveries/dis_0190c0ffee00000000/events"):
+        r = client.get(stream)  # no stream starts: the not-found page instead
+        assert r.status_code == 404 and 'id="not-found"' in r.text, stream
 
 
 def test_batch_page_lists_items_and_rejections(app_keys) -> None:

@@ -11,13 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session, sessionmaker
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from service import discovery, discovery_events, formula_export
 from service.api.deps import SessionDep, TenantDep
+from service.api.sse import EVENT_POLL_S, event_stream
 from service.schemas.common import problem_responses
-
-EVENT_POLL_S = 0.25
 
 router = APIRouter()
 
@@ -58,14 +57,7 @@ def list_functions() -> list[FunctionOut]:
 async def discovery_events_stream(discovery_id: DiscoveryId, session_factory: SessionFactoryDep,
                                   tenant: TenantDep) -> EventSourceResponse:
     events = discovery_events.follow(session_factory, tenant, discovery_id, interval_s=EVENT_POLL_S)
-    first = await anext(events)  # raises NotFound before the stream (and its 200) starts
-
-    async def stream():
-        yield ServerSentEvent(event=first[0], data=first[1])
-        async for name, data in events:
-            yield ServerSentEvent(event=name, data=data)
-
-    return EventSourceResponse(stream(), ping=15)
+    return await event_stream(events)  # NotFound is raised before the stream (and its 200) starts
 
 
 @router.get(

@@ -10,16 +10,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.orm import Session, sessionmaker
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from service import dispatch, jobs
 from service.api.deps import ExecutorDep, JobsRateLimit, SessionDep, SettingsDep, TenantDep, WriteScope
+from service.api.sse import EVENT_POLL_S, event_stream
 from service.idempotency import IdempotencyKeyHeader
 from service.models import Job, JobStatus
 from service.schemas.common import DEFAULT_PAGE_SIZE, CursorQuery, LimitQuery, Page, problem_responses
 from service.schemas.jobs import JobCreate, JobHistory, JobPublic, SymbolicJobCreate
-
-EVENT_POLL_S = 0.25
 
 router = APIRouter()
 jobs_router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -99,14 +98,7 @@ def cancel_job(
 )
 async def job_events(job_id: str, session_factory: SessionFactoryDep, tenant: TenantDep) -> EventSourceResponse:
     events = jobs.follow(session_factory, tenant, job_id, interval_s=EVENT_POLL_S)
-    first = await anext(events)  # raises NotFound before the stream (and its 200) starts
-
-    async def stream():
-        yield ServerSentEvent(event=first[0], data=first[1])
-        async for name, data in events:
-            yield ServerSentEvent(event=name, data=data)
-
-    return EventSourceResponse(stream(), ping=15)
+    return await event_stream(events)  # NotFound is raised before the stream (and its 200) starts
 
 
 @models_router.post(
