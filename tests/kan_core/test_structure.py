@@ -174,7 +174,10 @@ def test_solve_structure_rejects_bad_arguments():
         solve_structure(x, np.zeros(10), x, np.zeros(10), ("a", "b"), max_seconds=0, leaf_solver=_library_leaf)
 
 
-def test_structure_candidate_records_its_tree_and_gives_up_without_structure():
+def test_structure_candidate_records_its_tree_and_gives_up_without_structure(monkeypatch):
+    import kan_core.discovery.run as run_module
+
+    monkeypatch.setattr(run_module, "STRUCTURE_SECONDS", 3600.0)  # no time limit: the outcome, not the speed
     sep = make_dataset(lambda x: torch.sin(x[:, 0]) + torch.exp(x[:, 1]), 2, n_train=300, n_test=300, seed=3)
     spec = next(s for s in candidates(sep) if s.family == "structure")
     res = run_candidate(sep, spec, var_names=["a", "b"])
