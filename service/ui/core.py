@@ -12,6 +12,7 @@ also checked for a same-origin `Origin` (or `Referer`) header, so no other site 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -22,8 +23,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
 from service.api.deps import get_principal
+from service.api.sse import EVENT_POLL_S, event_stream
 from service.auth import Principal
-from service.errors import Forbidden, ServiceError, Unauthorized
+from service.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from service.models import Scope
 
 PREFIX = "/ui"
@@ -124,6 +126,7 @@ async def same_origin(request: Request) -> None:
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+Follow = Callable[..., AsyncIterator[tuple[str, str]]]  # (session factory, tenant, id, *, interval_s)
 SameOrigin = Depends(same_origin)
 
 
@@ -146,3 +149,13 @@ def problem_page(request: Request, caller: Caller | None, exc: ApiProblem | Serv
     body = exc.body if isinstance(exc, ApiProblem) else {"title": exc.title, "detail": exc.detail}
     name = "not_found.html" if status == 404 else "error.html"
     return render(caller, name, status_code=status, request=request, problem=body)
+
+
+async def live_stream(caller: Caller, follow: Follow, resource_id: str):
+    """The server-sent events of ``follow`` (service.jobs.follow, service.discovery_events.follow)
+    for the caller's tenant, as the API streams them; the not-found page when there is no such id."""
+    factory = caller.request.app.state.read_session_factory
+    try:
+        return await event_stream(follow(factory, caller.principal.tenant_id, resource_id, interval_s=EVENT_POLL_S))
+    except NotFound as exc:
+        return problem_page(caller.request, caller, exc)

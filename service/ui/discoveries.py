@@ -10,9 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
 from service import discovery_events, formula_export
-from service.api.sse import EVENT_POLL_S, event_stream
-from service.errors import NotFound
-from service.ui.core import PREFIX, CallerDep, SameOrigin, problem_page, render
+from service.ui.core import PREFIX, CallerDep, SameOrigin, live_stream, render
 
 router = APIRouter()
 
@@ -42,12 +40,7 @@ def _copies(point: dict[str, Any], target: str) -> dict[str, str]:
 @router.get("/discoveries/{discovery_id}/events")
 async def discovery_events_page(caller: CallerDep, discovery_id: str):
     """The discovery's event stream (as GET /v1/discoveries/{id}/events) for the caller's tenant."""
-    factory = caller.request.app.state.read_session_factory
-    events = discovery_events.follow(factory, caller.principal.tenant_id, discovery_id, interval_s=EVENT_POLL_S)
-    try:
-        return await event_stream(events)
-    except NotFound as exc:
-        return problem_page(caller.request, caller, exc)
+    return await live_stream(caller, discovery_events.follow, discovery_id)
 
 
 @router.post("/discoveries/{discovery_id}/cancel", dependencies=[SameOrigin])

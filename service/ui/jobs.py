@@ -7,10 +7,8 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
 from service import jobs
-from service.api.sse import EVENT_POLL_S, event_stream
-from service.errors import NotFound
 from service.models import JobStatus
-from service.ui.core import PREFIX, CallerDep, SameOrigin, problem_page, render
+from service.ui.core import PREFIX, CallerDep, SameOrigin, live_stream, render
 
 router = APIRouter()
 STATUSES = [status.value for status in JobStatus]
@@ -33,12 +31,7 @@ async def job_page(caller: CallerDep, job_id: str):
 @router.get("/jobs/{job_id}/events")
 async def job_events(caller: CallerDep, job_id: str):
     """The job's event stream (as GET /v1/jobs/{id}/events) for the caller's tenant."""
-    factory = caller.request.app.state.read_session_factory
-    events = jobs.follow(factory, caller.principal.tenant_id, job_id, interval_s=EVENT_POLL_S)
-    try:
-        return await event_stream(events)
-    except NotFound as exc:
-        return problem_page(caller.request, caller, exc)
+    return await live_stream(caller, jobs.follow, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", dependencies=[SameOrigin])
