@@ -12,8 +12,8 @@ fit is the squared correlation corr(f(a*x + b), y)². So the search is over (a, 
    a few points evenly spaced over sorted x (`n_grid`);
 2. Levenberg-Marquardt on (a, b) with (c, d) eliminated (variable projection), on more points;
 3. (c, d) by least squares and R² on *all* points;
-4. an equivalent canonical form from f's symmetries (a >= 0 for even/odd f, |a| = 1 for powers
-   and log, b = 0 for exp, b reduced modulo the period), so 0.001*(10x)^2 comes back as 0.1*x^2.
+4. an equivalent canonical form from f's symmetries (`kan_core.affine_canonical`), so
+   0.001*(10x)^2 comes back as 0.1*x^2.
 
 An (a, b) is admissible only when ``a*x + b`` stays inside the function's domain and f is finite
 there for every sample; edges with no admissible (a, b) get the constant fit (c = 0, R² = 0).
@@ -29,12 +29,12 @@ get R² = 0, so the ranking picks the constant. A constant function never explai
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from kan_core.affine_canonical import canonical
 from kan_core.errors import TrainingCancelled
 from kan_core.functions import DEFAULT_LIBRARY, FunctionLibrary, SymbolicFunction
 
@@ -143,7 +143,7 @@ def fit_affine(
                 ab = _grid_search(fn, xg, yg, a_range, b_range, grid, zoom_grid, zoom_iters, rel_var, max_elements)
                 ab = _polish(fn, xp, yp, ab, polish_steps, rel_var)  # (E, 2)
             p, r2 = _final_fit(fn, x, y, ab, 1e-12 if kind == "affine" else rel_var)
-            p = _canonical(fn, p)
+            p = canonical(fn, p)
             p = torch.where(y_const[:, None], const_fit, p)
             r2 = torch.where(y_const, torch.zeros_like(r2), r2)
         params.append(p)
@@ -348,66 +348,3 @@ def _final_fit(
     p = torch.cat([ab, c[:, None], d[:, None]], 1)
     ok = r2 >= 0
     return torch.where(ok[:, None], p, _constant_params(y.mean(1))), r2.clamp(min=0.0)
-
-
-def _canonical(fn: SymbolicFunction, p: torch.Tensor) -> torch.Tensor:
-    """Rewrite (E, 4) params into an equivalent, readable form, using symmetries of f found by
-    probing it: parity (even/odd: a >= 0), scaling (f(s*u) = s^k f(u) or f(u) + k*log2(s):
-    |a| = 1), shift (f(u + t) = q^t f(u): b = 0) and period (2π or π: b reduced). E.g.
-    0.001*(10x)^2 -> 0.1*x^2, log(3x + 6) -> log(x + 2) + log(3), 2*exp(x + 1) -> 2e*exp(x),
-    -sin(-x + 7) -> sin(x + 7 - 2π). The curve is unchanged.
-    """
-    sym = _symmetries(fn)
-    a, b, c, d = p.unbind(-1)
-    if sym["parity"]:
-        flip = a < 0
-        a, b = torch.where(flip, -a, a), torch.where(flip, -b, b)
-        if sym["parity"] == "odd":
-            c = torch.where(flip, -c, c)
-    scale = a.abs()
-    if sym["power"] is not None or sym["log_step"] is not None:
-        s = torch.where(scale > 0, scale, torch.ones_like(scale))
-        a, b = a / s, b / s
-        if sym["power"] is not None:
-            c = c * s ** sym["power"]
-        else:
-            d = d + c * sym["log_step"] * torch.log2(s)
-    elif sym["exp_base"] is not None:
-        c, b = c * sym["exp_base"] ** b, torch.zeros_like(b)
-    elif sym["period"] is not None:  # b into (-P/2, P/2], or (-P/4, P/4] when f(u + P/2) = -f(u)
-        P = sym["period"]
-        b = torch.remainder(b + P / 2, P) - P / 2
-        if sym["antiperiodic"]:
-            shift = b.abs() > P / 4
-            b, c = torch.where(shift, b - torch.sign(b) * P / 2, b), torch.where(shift, -c, c)
-    return torch.stack([a, b, c, d], -1)
-
-
-def _symmetries(fn: SymbolicFunction) -> dict[str, float | str | None]:
-    """Probe f for the symmetries `_canonical` uses; all None for a generic function."""
-    z = torch.tensor([0.3, 0.7, 1.1, 1.9], dtype=torch.float64)  # inside every built-in domain
-    f = fn.torch
-
-    def const(v: torch.Tensor) -> bool:
-        return bool(torch.isfinite(v).all()) and bool(torch.allclose(v, v[0].expand_as(v), rtol=1e-9, atol=1e-12))
-
-    out: dict[str, float | str | None] = dict.fromkeys(("parity", "power", "log_step", "exp_base", "period"))
-    fz = f(z)
-    if fn.domain is None or bool(fn.domain(-z).all()):
-        if const(f(-z) - fz):
-            out["parity"] = "even"
-        elif const(f(-z) + fz):
-            out["parity"] = "odd"
-    if bool((fz != 0).all()) and const(f(2 * z) / fz):
-        out["power"] = float(torch.log2(f(2 * z[0]) / fz[0]))
-    elif const(f(2 * z) - fz):
-        out["log_step"] = float(f(2 * z[0]) - fz[0])
-    elif bool((fz != 0).all()) and const(f(z + 1) / fz):
-        out["exp_base"] = float(f(z[0] + 1) / fz[0])
-    else:
-        for P in (math.pi, 2 * math.pi):
-            if bool(torch.allclose(f(z + P), fz, rtol=1e-9, atol=1e-12)):
-                out["period"] = P
-                out["antiperiodic"] = bool(torch.allclose(f(z + P / 2), -fz, rtol=1e-9, atol=1e-12))
-                break
-    return out
