@@ -234,7 +234,9 @@ def _one_log(arg: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
 def _pull_out_of_roots(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
     """``(t_0 + t_1 + ...)**(p/2) -> t_0**(p/2) * (1 + t_1/t_0 + ...)**(p/2)`` for a term t_0 that
     is a product of powers of variables positive on X (times a positive number): the textbook form
-    of ``m/sqrt(1 - v**2/c**2)``. The term giving the shortest formula is used."""
+    of ``m/sqrt(1 - v**2/c**2)``; or the terms' common positive factor pulled out
+    (``sqrt(m**2*a**2 + m**2*b**2) -> m*sqrt(a**2 + b**2)``). Of the forms shorter than the input,
+    a ``1 - u`` one comes first, else the shortest."""
     X = np.asarray(X, dtype=np.float64)
     positive = [sympy.Symbol(n) for i, n in enumerate(names) if bool((X[:, i] > 0).all())]
     pos = {s: sympy.Symbol(s.name, positive=True) for s in positive}
@@ -250,14 +252,23 @@ def _pull_out_of_roots(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) ->
         if not (isinstance(node, sympy.Pow) and isinstance(node.base, sympy.Add) and node.exp.is_Rational
                 and node.exp.q == 2):
             return node
-        best, best_size = node, formula_complexity(node)
+        best, best_size = node, (1, formula_complexity(node))
+        common, rest = sympy.factor_terms(node.base).as_coeff_Mul()  # the terms' common factor
+        if isinstance(rest, sympy.Mul):
+            outer = [f for f in rest.args if not isinstance(f, sympy.Add)]
+            inner = [f for f in rest.args if isinstance(f, sympy.Add)]
+            if common > 0 and outer and len(inner) == 1 and is_positive_monomial(sympy.Mul(*outer)):
+                cand = ((common * sympy.Mul(*outer)).xreplace(pos) ** node.exp).xreplace(back) * inner[0] ** node.exp
+                best, best_size = cand, (1, formula_complexity(cand))
         for t0 in node.base.args:
             if not is_positive_monomial(t0):
                 continue
             inner = sympy.Add(*(sympy.powsimp(t / t0) for t in node.base.args))
             cand = (t0.xreplace(pos) ** node.exp).xreplace(back) * inner**node.exp
-            if formula_complexity(cand) < best_size:
-                best, best_size = cand, formula_complexity(cand)
+            textbook = len(inner.args) == 2 and any(abs(a) == 1 for a in inner.args)  # (1 - v**2/c**2)
+            key = (0 if textbook else 1, formula_complexity(cand))
+            if key < best_size and key[1] < formula_complexity(node):
+                best, best_size = cand, key
         return best
 
     return expr.replace(lambda n: isinstance(n, sympy.Pow), pull)

@@ -67,6 +67,8 @@ def test_trig_rewrites_leave_formulas_without_a_simpler_form():
     ("1/sqrt(1/(m_0**2*v**2) - 1/(c**2*m_0**2))", "m_0*v/sqrt(1 - v**2/c**2)",
      {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
     ("exp(y*log(x))", "x**y", {"x": (0.5, 2), "y": (0.5, 2)}),
+    ("sqrt(Bx**2*m**2 + By**2*m**2 + Bz**2*m**2)", "m*sqrt(Bx**2 + By**2 + Bz**2)",
+     {"m": (1, 5), "Bx": (1, 5), "By": (1, 5), "Bz": (1, 5)}),  # the common factor, not Bx**2, comes out
 ])  # fmt: skip
 def test_readable_forms_are_matched_by_the_judge(found, true, ranges):
     X, names = data(ranges)
@@ -81,6 +83,9 @@ def test_roots_keep_their_sum_where_a_variable_may_be_negative():
     X, names = data({"x": (-2, 2), "y": (1, 2)})
     found = expr("sqrt(x**2 + y)", names)
     assert readable_forms(found, names, X) == found
+    X, names = data({"x": (1, 2), "y": (1, 2)})
+    hypot = expr("sqrt(x**2 + y**2)", names)
+    assert readable_forms(hypot, names, X) == hypot  # x*sqrt(1 + y**2/x**2) would be longer
     assert readable_forms(expr("tanh(x)*y**3 + sinh(x)*y", names), names, X).has(sympy.tanh)  # exp form longer
 
 
