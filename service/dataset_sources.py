@@ -58,6 +58,7 @@ class BuiltDataset:
     arrays: DatasetArrays
     name: str | None = None
     expression: str | None = None
+    units: dict[str, str] | None = None  # as given (checked by service.datasets.check_units)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def build_from_arrays(body: DatasetCreateArrays, settings: Settings) -> BuiltDat
             raise InvalidInput(f"test_targets has {yt.shape[0]} rows but test_inputs has {xt.shape[0]}",
                                field="test_targets")
         arrays = DatasetArrays(x, y, xt, yt)
-    return BuiltDataset("json", list(features), list(targets), arrays, name=body.name)
+    return BuiltDataset("json", list(features), list(targets), arrays, name=body.name, units=body.units)
 
 
 def build_from_csv(upload: CsvUpload, settings: Settings) -> BuiltDataset:
@@ -236,6 +237,7 @@ def build_from_csv(upload: CsvUpload, settings: Settings) -> BuiltDataset:
 
     rows: list[list[str]] = []
     lines: list[int] = []
+    units = _units_option(options.units)
     try:
         for record in reader:
             if not record or all(not v.strip() for v in record):
@@ -243,6 +245,9 @@ def build_from_csv(upload: CsvUpload, settings: Settings) -> BuiltDataset:
             if len(record) != len(header):
                 raise InvalidInput(f"line {reader.line_num} has {len(record)} values; the header has {len(header)}",
                                    field=field, line=reader.line_num)
+            if not rows and units is None and _is_units_row(record):
+                units = {name: cell.strip() for name, cell in zip(header, record)}
+                continue
             rows.append(record)
             lines.append(reader.line_num)
             if len(rows) > settings.max_rows:
@@ -256,7 +261,33 @@ def build_from_csv(upload: CsvUpload, settings: Settings) -> BuiltDataset:
     x = table[:, [columns[name] for name in features]]
     y = table[:, [columns[name] for name in targets]]
     arrays = split_rows(x, y, options.test_fraction, options.seed, field=field)
-    return BuiltDataset("csv", features, targets, arrays, name=options.name)
+    return BuiltDataset("csv", features, targets, arrays, name=options.name, units=units)
+
+
+def _is_units_row(record: list[str]) -> bool:
+    """The first row after the header holds units when every cell is filled and none is a number but 1."""
+    def number(cell: str) -> bool:
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        return cell.strip() != "1"
+
+    return (all(cell.strip() for cell in record) and not any(number(cell) for cell in record)
+            and any(cell.strip() != "1" for cell in record))
+
+
+def _units_option(text: str | None) -> dict[str, str] | None:
+    """The `units` option: comma-separated `column=unit` pairs."""
+    if text is None or not text.strip():
+        return None
+    out: dict[str, str] = {}
+    for pair in text.split(","):
+        name, sep, unit = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"units are comma-separated column=unit pairs, got {pair.strip()!r}", field="units")
+        out[name.strip()] = unit.strip()
+    return out
 
 
 def _csv_numbers(rows: list[list[str]], lines: list[int], header: list[str], field: str) -> np.ndarray:
@@ -314,7 +345,7 @@ def build_from_expression(body: DatasetCreateSynthetic, settings: Settings) -> B
             raise InvalidInput("noise this large overflows the targets", field="noise")
     arrays = DatasetArrays(x_train, y_train, x_test, y_test)
     return BuiltDataset("expression", variables, [body.target_name], arrays, name=body.name,
-                        expression=body.expression.strip())
+                        expression=body.expression.strip(), units=body.units)
 
 
 def _labels(evaluate: Callable[[np.ndarray], np.ndarray], x: np.ndarray, variables: list[str]) -> np.ndarray:

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session, defer
 
 from service import idempotency
 from service.config import Settings
-from service.dataset_sources import CsvUpload, DatasetArrays, DatasetRequest, build, column_statistics
-from service.errors import Conflict
+from service.dataset_sources import BuiltDataset, CsvUpload, DatasetArrays, DatasetRequest, build, column_statistics
+from kan_core.units import UnitError, parse_unit
+from service.errors import Conflict, InvalidInput
 from service.ids import new_id
 from service.models import Dataset, IdempotencyRecord, Job, Model
 from service.schemas.common import decode_cursor, split_page
@@ -112,6 +113,29 @@ def _fingerprint(request: DatasetRequest) -> str:
     return idempotency.fingerprint(request.model_dump(mode="json"))
 
 
+def check_units(built: BuiltDataset) -> dict[str, str] | None:
+    """The units of a built dataset, checked: one per column (features and targets), each read by
+    `kan_core.units.parse_unit` (a whitelist parser). InvalidInput naming `units.<column>` otherwise."""
+    if built.units is None:
+        return None
+    columns = [*built.feature_names, *built.target_names]
+    unknown = [name for name in built.units if name not in columns]
+    if unknown:
+        raise InvalidInput(f"units name no column {unknown[0]!r}; the columns are {', '.join(columns)}",
+                           field=f"units.{unknown[0]}")
+    missing = [name for name in columns if name not in built.units]
+    if missing:
+        raise InvalidInput(f"units must give every column's unit; missing {', '.join(missing)} (1: dimensionless)",
+                           field=f"units.{missing[0]}")
+    for name in columns:
+        try:
+            parse_unit(built.units[name])
+        except UnitError as exc:
+            raise InvalidInput(f"column {name!r}: bad unit {built.units[name]!r}: {exc}",
+                               field=f"units.{name}") from None
+    return {name: built.units[name].strip() for name in columns}
+
+
 def create_dataset(
     session: Session, settings: Settings, tenant: str, request: DatasetRequest, idempotency_key: str | None = None
 ) -> Dataset:
@@ -120,9 +144,10 @@ def create_dataset(
 
     def add() -> Dataset:
         built = build(request, settings)
+        units = check_units(built)
         row = Dataset(
             id=new_id("ds"), tenant_id=tenant, name=built.name, source=built.source, expression=built.expression,
-            feature_names=built.feature_names, target_names=built.target_names,
+            feature_names=built.feature_names, target_names=built.target_names, units=units,
             n_train=built.arrays.n_train, n_test=built.arrays.n_test, arrays=pack(built.arrays),
         )
         session.add(row)

@@ -68,6 +68,7 @@ class Dataset(Base):
     target_names: Mapped[list[Any]]
     n_train: Mapped[int]
     n_test: Mapped[int]
+    units: Mapped[dict[str, Any] | None]  # column name -> unit text (kan_core.units), or None
     # safetensors bytes: train_input (n_train, d), train_label (n_train, o), test_input, test_label (float64)
     arrays: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,6 +27,12 @@ VariableName = Annotated[
                       "or '__', and not a function or constant name (sin, exp, pi, E...)."),
 ]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="Seed of the random split / sampling (numpy Generator).")]
+Units = Annotated[
+    dict[VariableName, Annotated[str, Field(max_length=200)]] | None,
+    Field(description="The unit of every column, feature and target (`{\"L\": \"m\", \"g\": \"m/s^2\", \"T\": "
+                      "\"s\"}`): SI symbols with prefixes, `*`, `/`, `^` and `1` for dimensionless (see "
+                      "docs/units-and-noise.md). Discovery then reduces the columns to dimensionless groups."),
+]
 DatasetName = Annotated[str, Field(min_length=1, max_length=200)]
 DatasetSource = Literal["json", "csv", "expression"]
 
@@ -65,6 +71,7 @@ class DatasetCreateArrays(StrictInput):
     test_targets: Targets | None = None
     test_fraction: float = Field(DEFAULT_TEST_FRACTION, gt=0, lt=1, description="Share of rows held out for testing.")
     seed: Seed = 0
+    units: Units = None
 
 
 class DatasetCreateSynthetic(StrictInput):
@@ -90,6 +97,7 @@ class DatasetCreateSynthetic(StrictInput):
     n_test: int = Field(1000, ge=1)
     seed: Seed = 0
     noise: FiniteFloat = Field(0.0, ge=0, description="Standard deviation of Gaussian noise added to the targets.")
+    units: Units = None
 
 
 class CsvOptions(StrictInput):
@@ -105,6 +113,10 @@ class CsvOptions(StrictInput):
     )
     test_fraction: float = Field(DEFAULT_TEST_FRACTION, gt=0, lt=1)
     seed: Seed = 0
+    units: str | None = Field(
+        None, max_length=10_000,
+        description="Comma-separated `column=unit` pairs (`L=m, g=m/s^2, T=s`) for every column. A CSV may "
+                    "instead give a units row right after the header (a row of units, no numbers).")
 
 
 class ColumnSummary(BaseModel):
@@ -129,6 +141,7 @@ class DatasetSummary(BaseModel):
     target_names: list[str]
     n_train: int
     n_test: int
+    units: dict[str, str] | None = Field(None, description="The unit of every column, when the dataset has units.")
     created_at: UtcDatetime
 
 
