@@ -154,7 +154,8 @@ class BaseClient:
 
     def create_dataset(self, data: Any = None, **kwargs: Any) -> Any:
         """A dataset from a DataFrame (`target=`), arrays (`data`, `y=`), a CSV path, or `expression=`
-        with `ranges=`; other keywords are fields of the request (name, test_fraction, seed...)."""
+        with `ranges=`; `units=` ({column: unit}) for every column; other keywords are fields of the
+        request (name, test_fraction, seed...)."""
         return self._drive(self._dataset_flow(data, **kwargs))
 
     def dataset(self, dataset_id: str) -> Any:

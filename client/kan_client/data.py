@@ -41,15 +41,18 @@ def _targets(target: str | Sequence[str] | None) -> list[str] | None:
 
 def dataset_request(data: Any = None, *, target: str | Sequence[str] | None = None, y: Any = None,
                     expression: str | None = None, ranges: Mapping[str, Sequence[float]] | None = None,
-                    **options: Any) -> DatasetRequest:
+                    units: Mapping[str, str] | None = None, **options: Any) -> DatasetRequest:
     """The POST /v1/datasets request for `data`:
 
     - a DataFrame: its `target` column(s) (default: the last) are the targets, the rest the inputs;
     - arrays or lists `data` (rows of inputs) with `y` (targets), optional `feature_names`;
     - a CSV path (str or os.PathLike): uploaded as it is; `target` names its target column(s);
     - `expression` with `ranges` ({"x1": [lo, hi], ...}): sampled by the service.
+    `units` ({"L": "m", "g": "m/s^2", "T": "s"}: every column's unit) go with any of them.
     `options` are the other fields of the request (name, test_fraction, seed, n_train, noise...)."""
     options = {k: v for k, v in options.items() if v is not None}
+    if units is not None:
+        options["units"] = {str(k): str(v) for k, v in units.items()}
     if expression is not None:
         if ranges is None:
             raise ValueError("an expression needs `ranges`: {variable: [low, high], ...}")
@@ -62,6 +65,8 @@ def dataset_request(data: Any = None, *, target: str | Sequence[str] | None = No
         with open(data, "rb") as f:
             csv = f.read()
         params = dict(options)
+        if units is not None:  # a query parameter: column=unit pairs
+            params["units"] = ", ".join(f"{k}={v}" for k, v in params["units"].items())
         if (names := _targets(target)) is not None:
             params["targets"] = ",".join(names)
         return DatasetRequest(csv=csv, params=params)

@@ -49,6 +49,11 @@ class Dataset:
         return cls(data["id"], data.get("name"), list(data.get("feature_names") or []),
                    list(data.get("target_names") or []), int(data.get("n_train", 0)), int(data.get("n_test", 0)), data)
 
+    @property
+    def units(self) -> dict[str, str] | None:
+        """Every column's unit, when the dataset has units."""
+        return self.data.get("units")
+
 
 @dataclass
 class Job:
