@@ -30,6 +30,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer
 
 from kan_core import discovery as kd
+from kan_core.data import Dataset as KanDataset
+from kan_core.discovery import dimensional
+from kan_core.units import DimensionError, buckingham
 from kan_core.pipeline import TrainStage
 from service import datasets, idempotency, model_store
 from service.datasets import load_arrays
@@ -72,7 +75,7 @@ def candidate_specs(settings: Settings, dataset: Dataset, budget: Budget,
                            f"{len(dataset.target_names)}", field="dataset_id")
     engine_budget = kd.Budget(max_candidates=budget.max_candidates, max_seconds=budget.max_seconds)
     try:
-        specs = kd.candidates(load_arrays(dataset), engine_budget, seed=options.seed)
+        specs = kd.candidates(engine_dataset(dataset), engine_budget, seed=options.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc), field="dataset_id") from exc
     if options.train_steps is None:
@@ -82,6 +85,20 @@ def candidate_specs(settings: Settings, dataset: Dataset, budget: Budget,
         replace(stage, steps=steps, stop_grid_update_step=min(stage.stop_grid_update_step, steps))
         if isinstance(stage, TrainStage) else stage for stage in spec.pipeline.stages)))
         for spec in specs]
+
+
+def engine_dataset(dataset: Dataset) -> KanDataset:
+    """What the candidates search: the stored arrays, or with units their dimensionless π groups
+    (`kan_core.discovery.dimensional`; the workers write each formula back in the columns). Units
+    that allow no dimensionally consistent formula are refused, naming `dataset_id`."""
+    data = load_arrays(dataset)
+    if not dataset.units:
+        return data
+    try:
+        inputs, target = dimensional.column_units(dataset.units, dataset.feature_names, dataset.target_names[0])
+        return dimensional.reduce_dataset(data, buckingham(inputs, target, dataset.feature_names))
+    except DimensionError as exc:
+        raise InvalidInput(f"the dataset's units: {exc}", field="dataset_id") from None
 
 
 def candidate_deadline(parent: Job) -> datetime:

@@ -12,7 +12,7 @@ depends only on the number of rows). Units that allow no consistent formula are 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,17 +22,24 @@ import sympy
 from kan_core.constants import sharpen_constants
 from kan_core.data import Dataset
 from kan_core.discovery.discover import discover
-from kan_core.discovery.records import Budget, CandidateResult, DiscoveryEvent, DiscoveryResult, check_var_names
-from kan_core.discovery.run import formula_metrics
+from kan_core.discovery.records import (
+    Budget,
+    CandidateResult,
+    CandidateSpec,
+    DiscoveryEvent,
+    DiscoveryResult,
+    check_var_names,
+)
+from kan_core.discovery.run import formula_metrics, run_candidate
 from kan_core.discovery.select import choose, pareto_front
 from kan_core.formula import formula_complexity, formula_latex
-from kan_core.units import PiGroups, buckingham
+from kan_core.units import DimensionError, PiGroups, buckingham
 from kan_core.validation import noise_floor, round_to_noise, train_arrays, validation_split
 
 
 def reduce_dataset(dataset: Dataset, groups: PiGroups) -> Dataset:
-    """``dataset`` in the π groups: inputs ``(N, k)`` (a constant column when k = 0), target the
-    dimensionless ``y / prod x_i^a_i``; same rows, same order."""
+    """``dataset`` in the π groups: inputs ``(N, k)`` (a constant column ``pi_0`` when k = 0), target
+    the dimensionless ``y / prod x_i^a_i``; same rows, same order."""
     def part(x, y):
         p, q = groups.reduce(x.detach().cpu().numpy(), y.detach().cpu().numpy()[:, 0])
         return (p if p.shape[1] else np.ones((p.shape[0], 1))), q
@@ -117,3 +124,25 @@ def _measured(res: CandidateResult, expr: sympy.Expr, dataset: Dataset, names: t
         return replace(res, status="failed", formula=str(expr), error="the formula is not finite on every row")
     return replace(res, formula=str(expr), latex=formula_latex(expr), complexity=formula_complexity(expr),
                    val_rmse=val["test_rmse"], val_r2=val["test_r2"], noise_rmse=sigma, **metrics)
+
+
+def column_units(units: Mapping[str, Any], feature_names: Sequence[str], target_name: str) -> tuple[list[Any], Any]:
+    """The inputs' units in column order and the target's, from a mapping column -> unit."""
+    missing = [n for n in (*feature_names, target_name) if n not in units]
+    if missing:
+        raise DimensionError(f"no unit for column(s) {', '.join(missing)}")
+    return [units[n] for n in feature_names], units[target_name]
+
+
+def run_candidate_with_units(dataset: Dataset, spec: CandidateSpec, input_units: Sequence[Any], target_unit: Any,
+                             on_progress: Callable[[DiscoveryEvent], None] | None = None,
+                             should_stop: Callable[[], bool] | None = None, *, var_names: Sequence[str] | None = None,
+                             max_seconds: float | None = None) -> CandidateResult:
+    """`run_candidate` on the dimensionless problem (``spec`` from `candidates` of `reduce_dataset`),
+    its formula written back in ``var_names`` and measured on ``dataset``: what a service worker runs
+    for one candidate of a dataset with units. DimensionError as `discover_with_units`."""
+    names = check_var_names(var_names, dataset.n_var)
+    groups = buckingham(input_units, target_unit, names)
+    res = run_candidate(reduce_dataset(dataset, groups), spec, on_progress, should_stop,
+                        var_names=groups.group_names or ("pi_0",), max_seconds=max_seconds)
+    return _expanded(res, dataset, groups, names)

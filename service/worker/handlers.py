@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from kan_core import discovery as kd
 from kan_core import formula as kan_formula
 from kan_core import io as kan_io
+from kan_core.discovery import dimensional
 from kan_core.errors import TrainingCancelled
 from kan_core.pipeline import PipelineConfig, PipelineResult, ProgressEvent, run_pipeline
 from service import discovery
@@ -157,8 +158,13 @@ def run_candidate_job(run: JobRun) -> None:
             run.reporter(ProgressEvent(**event.pipeline))
 
     log.info("job %s: candidate %s on dataset %s", job.id, spec.id, job.dataset_id)
-    result = kd.run_candidate(load_arrays(dataset), spec, on_progress, run.stop, var_names=dataset.feature_names,
-                              max_seconds=left)
+    if dataset.units:  # searched in dimensionless groups (service.discovery.engine_dataset), written back
+        inputs, target = dimensional.column_units(dataset.units, dataset.feature_names, dataset.target_names[0])
+        result = dimensional.run_candidate_with_units(load_arrays(dataset), spec, inputs, target, on_progress,
+                                                      run.stop, var_names=dataset.feature_names, max_seconds=left)
+    else:
+        result = kd.run_candidate(load_arrays(dataset), spec, on_progress, run.stop,
+                                  var_names=dataset.feature_names, max_seconds=left)
     if result.status in ("cancelled", "timeout") and run.stop.reason is not None:  # cancel, job limit, shutdown
         raise TrainingCancelled(f"candidate stopped ({run.stop.reason})")
     run.reporter.flush()

@@ -15,7 +15,8 @@ from kan_core.units import BASE, DimensionError, UnitError, buckingham, format_d
 
 
 @pytest.mark.parametrize(("unit", "expected"), [
-    ("kg*m/s^2", {"kg": 1, "m": 1, "s": -2}), ("N", {"kg": 1, "m": 1, "s": -2}), ("kg m s^-2", {"kg": 1, "m": 1, "s": -2}),
+    ("kg*m/s^2", {"kg": 1, "m": 1, "s": -2}), ("N", {"kg": 1, "m": 1, "s": -2}),
+    ("kg m s^-2", {"kg": 1, "m": 1, "s": -2}),
     ("J/(mol K)", {"kg": 1, "m": 2, "s": -2, "mol": -1, "K": -1}), ("m^(1/2)", {"m": Fraction(1, 2)}),
     ("km/h", {"m": 1, "s": -1}), ("1", {}), ("rad", {}), ("ms", {"s": 1}), ("Ohm", {"kg": 1, "m": 2, "s": -3, "A": -2}),
     ({"m": 1, "s": -2}, {"m": 1, "s": -2}), ([1, 0, -2, 0, 0, 0, 0], {"m": 1, "s": -2}),

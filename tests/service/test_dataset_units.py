@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi.testclient import TestClient
 
-from tests.service.jobs_support import assert_problem
+from jobs_support import assert_problem, wait_for
+from service.worker.local import WorkerPool
 
 ARRAYS = {"feature_names": ["L", "g"], "target_names": ["T"], "inputs": [[1, 9.8], [2, 9.8], [0.5, 3.7], [1.5, 1.6]],
           "targets": [2.0, 2.8, 2.3, 6.0], "test_fraction": 0.25}
@@ -49,3 +51,28 @@ def test_csv_units_row_or_form_field(client: TestClient) -> None:
                                data={"units": "L=m, g=furlong, T=s"}), 422, "units.g")
     assert_problem(client.post("/v1/datasets", files={"file": ("d.csv", CSV.encode())}, data={"units": "L m"}),
                    422, "units")
+
+
+def test_discovery_on_a_dataset_with_units_searches_pi_groups(client: TestClient, settings) -> None:
+    """A pendulum with a mass that drops out: the service's discovery returns T = 2*pi*sqrt(L/g)."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.uniform(0.1, 5, 120), rng.uniform(0.2, 3, 120), rng.uniform(1, 20, 120)])
+    t = 2 * np.pi * np.sqrt(x[:, 1] / x[:, 2])
+    made = client.post("/v1/datasets", json={"feature_names": ["m", "L", "g"], "target_names": ["T"],
+                                             "inputs": x.tolist(), "targets": t.tolist(),
+                                             "units": {"m": "kg", "L": "m", "g": "m/s^2", "T": "s"}})
+    assert made.status_code == 201, made.text
+    r = client.post("/v1/discoveries", json={"dataset_id": made.json()["id"],
+                                             "budget": {"max_candidates": 3, "max_seconds": 300}})
+    assert r.status_code in (201, 202), r.text
+    with WorkerPool(settings, 1):
+        done = wait_for(lambda: (d := client.get(r.headers["Location"]).json())["status"] in
+                        ("succeeded", "failed", "cancelled") and d, 600, 0.5, "the discovery to end")
+    assert done["status"] == "succeeded", done
+    assert done["chosen"]["formula"] == "2*pi*sqrt(L)/sqrt(g)" and done["chosen"]["variables"] == ["m", "L", "g"]
+
+
+def test_units_without_a_consistent_formula_are_refused(client: TestClient) -> None:
+    made = client.post("/v1/datasets", json={**ARRAYS, "units": {"L": "m", "g": "m/s^2", "T": "kg"}})
+    body = assert_problem(client.post("/v1/discoveries", json={"dataset_id": made.json()["id"]}), 422, "dataset_id")
+    assert "no dimensionally consistent formula" in body["detail"]
