@@ -25,7 +25,7 @@ from torch import nn
 from kan_core import spline
 from kan_core.functions import SymbolicFunction
 from kan_core.functions import get as get_function
-from kan_core.spline_edges import FixedFeatures, SplineEdges, std_from_cov
+from kan_core.spline_edges import FixedFeatures, SplineEdges, SplineWeights, std_from_cov
 
 IDENTITY_AFFINE = (1.0, 0.0, 1.0, 0.0)
 
@@ -263,9 +263,7 @@ class KANLayer(nn.Module):
 
     def _spline_weights_t(self) -> torch.Tensor:
         """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, output-major: ``(O, I, K+1)``."""
-        sb, sp = self.scale_base.T.unsqueeze(-1), self.scale_sp.T.unsqueeze(-1)  # (O, I, 1)
-        w = torch.cat([sb, self.coef.transpose(0, 1) * sp], dim=-1)  # (O, I, K+1)
-        return w * self._spline_mask_t()
+        return SplineWeights.apply(self.coef, self.scale_base, self.scale_sp, self._spline_mask_t())
 
     def _spline_mask_t(self) -> torch.Tensor:
         """``m = mask * (1 - sym_mask)`` as ``(O, I, 1)``: the spline edges. Cached between changes."""

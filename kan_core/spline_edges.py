@@ -105,6 +105,38 @@ class SplineEdges(torch.autograd.Function):
         return grad_xt, grad_wt, None, None, None, None, None
 
 
+class SplineWeights(torch.autograd.Function):
+    """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]`` output-major, ``(O, I, K+1)``, as one
+    autograd node (the transposes, product, concatenation and mask would be eight, each with its own
+    bookkeeping on every objective evaluation of a small network).
+
+    Inputs: ``coef (I, O, K)``, ``scale_base (I, O)``, ``scale_sp (I, O)``, ``m (O, I, 1)`` (no grad).
+    """
+
+    @staticmethod
+    def forward(ctx, coef, scale_base, scale_sp, m):
+        ctx.set_materialize_grads(False)
+        O, I = m.shape[:2]
+        w = coef.new_empty(O, I, coef.shape[2] + 1)
+        torch.mul(scale_base.T, m[..., 0], out=w[..., 0])
+        torch.mul(coef.transpose(0, 1), scale_sp.T.unsqueeze(-1), out=w[..., 1:]).mul_(m)
+        ctx.save_for_backward(coef, scale_sp, m)
+        return w
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_w):  # (O, I, K+1)
+        if grad_w is None:
+            return None, None, None, None
+        coef, scale_sp, m = ctx.saved_tensors
+        gm = grad_w * m  # (O, I, K+1)
+        gs = gm[..., 1:].transpose(0, 1)  # (I, O, K)
+        grad_coef = gs * scale_sp.unsqueeze(-1) if ctx.needs_input_grad[0] else None
+        grad_sb = gm[..., 0].T if ctx.needs_input_grad[1] else None
+        grad_sp = (gs * coef).sum(-1) if ctx.needs_input_grad[2] else None
+        return grad_coef, grad_sb, grad_sp, None
+
+
 class FixedFeatures:
     """The features ``F (I, K+1, B)`` of one input that needs no gradient (a first layer's training
     data), computed once and reused while neither the input tensor nor the grid changes: LBFGS
