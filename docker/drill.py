@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import math
 import os
@@ -123,10 +124,6 @@ class Drill:
     def compose(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
         return run([*self.compose_cmd, *args], env=self.env, **kwargs)
 
-    def container(self, service: str, index: int = 1) -> str:
-        name = f"{PROJECT}_{service}_{index}" if "docker-compose" in self.compose_cmd[0] else f"{PROJECT}-{service}-{index}"
-        return name
-
     def containers(self, service: str) -> list[str]:
         out = run([self.docker, "ps", "-q", "--no-trunc", "--filter", f"label=com.docker.compose.project={PROJECT}",
                    "--filter", f"label=com.docker.compose.service={service}"], capture=True).stdout
@@ -153,7 +150,7 @@ class Drill:
     def wait(self, what: str, predicate, timeout: float, every: float = 2.0):
         deadline = time.monotonic() + timeout
         while True:
-            with contextlib.suppress(OSError, DrillFailed):
+            with contextlib.suppress(OSError, ValueError, http.client.HTTPException):  # not up yet, cut off
                 value = predicate()
                 if value:
                     return value
@@ -285,7 +282,9 @@ class Drill:
 
             def running() -> str | None:
                 _, now = self.http("GET", path, key=key, expect=200)
-                check(now["status"] not in TERMINAL, "the failover job is still running when its worker is killed")
+                if now["status"] in TERMINAL:
+                    raise DrillFailed(f"the failover job ended ({now['status']}) before its worker could be killed: "
+                                      "raise --failover-steps")
                 return self.sql(f"SELECT worker_id FROM jobs WHERE id = '{job['id']}'") if (now["progress"] or {}).get("step") else None
 
             worker_id = self.wait("the failover job runs", running, timeout=300, every=0.5)

@@ -75,7 +75,8 @@ def storage_uri_from(settings: Settings) -> str:
 def limiter_from(settings: Settings) -> RateLimiter:
     """The deployment's limiter; in a shared Redis its keys carry KAN_QUEUE_PREFIX, as the queues do,
     so that deployments sharing one Redis keep their limits apart."""
-    return RateLimiter(rates_from(settings), storage_uri_from(settings), key_prefix=f"{KEY_PREFIX}:{settings.queue_prefix}")
+    prefix = f"{KEY_PREFIX}:{settings.queue_prefix}"
+    return RateLimiter(rates_from(settings), storage_uri_from(settings), key_prefix=prefix)
 
 
 class RateLimiter:
