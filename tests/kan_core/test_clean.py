@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import sympy
 
-from kan_core.clean import clean_formula, collapse_constants, readable_forms, trig_rewrites
+from kan_core.clean import (
+    canonical_forms,
+    clean_formula,
+    collapse_constants,
+    join_roots,
+    logistic_as_exp,
+    positive_log_ratios,
+    readable_forms,
+    trig_rewrites,
+)
 from kan_core.formula import evaluate_formula
 from kan_core.judge import is_solution
 
@@ -67,6 +76,7 @@ def test_trig_rewrites_leave_formulas_without_a_simpler_form():
     ("1/sqrt(1/(m_0**2*v**2) - 1/(c**2*m_0**2))", "m_0*v/sqrt(1 - v**2/c**2)",
      {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
     ("exp(y*log(x))", "x**y", {"x": (0.5, 2), "y": (0.5, 2)}),
+    ("m_0/sqrt(v**(-2) - 1/c**2)", "m_0*v/sqrt(1 - v**2/c**2)", {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),
     ("sqrt(Bx**2*m**2 + By**2*m**2 + Bz**2*m**2)", "m*sqrt(Bx**2 + By**2 + Bz**2)",
      {"m": (1, 5), "Bx": (1, 5), "By": (1, 5), "Bz": (1, 5)}),  # the common factor, not Bx**2, comes out
 ])  # fmt: skip
@@ -87,6 +97,38 @@ def test_roots_keep_their_sum_where_a_variable_may_be_negative():
     hypot = expr("sqrt(x**2 + y**2)", names)
     assert readable_forms(hypot, names, X) == hypot  # x*sqrt(1 + y**2/x**2) would be longer
     assert readable_forms(expr("tanh(x)*y**3 + sinh(x)*y", names), names, X).has(sympy.tanh)  # exp form longer
+    inverse = expr("1/sqrt(x**2 - y)", names)  # no denominator to pull out: stays as it is
+    assert readable_forms(inverse, names, X * [2, 1]) == inverse  # x in (2, 4): the root is real
+
+
+@pytest.mark.parametrize("found, true, ranges", [
+    ("2*sqrt(I1)*sqrt(I2)*cos(delta) + I1 + I2", "I1 + I2 + 2*sqrt(I1*I2)*cos(delta)",
+     {"I1": (1, 5), "I2": (1, 5), "delta": (1, 5)}),
+    ("2*pi*sqrt(L)/sqrt(g)", "2*pi*sqrt(L/g)", {"L": (1, 5), "g": (1, 5)}),
+    ("-T*kb*n*log(V1/V2)", "n*kb*T*log(V2/V1)", {"n": (1, 5), "kb": (1, 5), "T": (1, 5), "V1": (1, 5), "V2": (1, 5)}),
+    ("tanh(x/2)/2 + 1/2", "1/(1 + exp(-x))", {"x": (-3, 3)}),
+    ("3 - 3*tanh(En/T)", "6/(exp(2*En/T) + 1)", {"En": (1, 5), "T": (1, 5)}),
+])  # fmt: skip
+def test_canonical_forms_are_matched_by_the_judge(found, true, ranges):
+    """Equal on the data (positive variables) but not for sympy's sign-less symbols: written the usual way."""
+    X, names = data(ranges)
+    assert not is_solution(found, true, names)
+    out = canonical_forms(expr(found, names), names, X)
+    assert is_solution(out, true, names), out
+    assert np.allclose(evaluate_formula(out, names, X), evaluate_formula(expr(found, names), names, X))
+
+
+def test_canonical_forms_keep_what_the_data_does_not_allow():
+    """Roots join only where their bases are positive; other forms stay."""
+    X, names = data({"a": (-3, -1), "b": (-3, -1)})
+    split = expr("sqrt(a)*sqrt(b)", names)  # both negative: sqrt(a*b) is a different number
+    assert join_roots(split) == expr("sqrt(a*b)", names)  # the rewrite itself...
+    assert canonical_forms(split, names, X) == split  # ...is refused on the data
+    X, names = data({"x": (1, 3), "y": (1, 3)})
+    for text in ("sqrt(x) + sqrt(y)", "x*log(y/x)", "-x*log(y)", "tanh(x) + 2", "x**(3/2)"):
+        assert canonical_forms(expr(text, names), names, X) == expr(text, names), text
+    assert logistic_as_exp(expr("tanh(x) + 1", names)) == expr("2/(1 + exp(-2*x))", names)
+    assert positive_log_ratios(expr("-2*log(x/y)", names)) == expr("2*log(y/x)", names)
 
 
 def test_bad_arguments():
