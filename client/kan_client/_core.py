@@ -1,95 +1,20 @@
-"""What the sync and async clients share, without I/O: every API call as a generator that yields
-`Call`s and receives their decoded answers (the client drives it with its own transport), the retry
-policy, and the decoding of answers into values or typed errors.
-
-Retries: a request that fails in transit (connect or read timeout, dropped connection) or gets 502,
-503 or 504 is sent again after a backoff; a 429 after the server's Retry-After. POSTs carry an
-`Idempotency-Key` (the same on every attempt), so a retried creation returns the resource the first
-attempt made rather than a second one.
+"""What the sync and async clients share above the transport: every API call as a generator that
+yields `Call`s and receives their decoded answers (the client drives it with its own transport), and
+the handles of jobs and discoveries. Retries, decoding and event-stream reconnection: `_wire`.
 """
 
 from __future__ import annotations
 
 import os
-import time
-import uuid
-from collections.abc import Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from kan_client import data as payloads
-from kan_client.errors import from_response, retry_after_seconds
+from kan_client._wire import Call, Flow, RetryPolicy
 from kan_client.results import PNG, Dataset, DiscoveryResult, Formula, Job, Model
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    json: Any = None
-    params: dict[str, Any] | None = None
-    content: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bool = False  # the answer's body as bytes / text instead of JSON
-
-    def __post_init__(self) -> None:
-        if self.method == "POST":
-            self.headers.setdefault("Idempotency-Key", str(uuid.uuid4()))
-
-
-Flow = Generator[Call, Any, Any]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 3           # extra attempts after the first
-    backoff_s: float = 0.5     # first wait after a transport error or 5xx; doubled each time
-    max_wait_s: float = 60.0   # the longest wait, Retry-After included; a longer Retry-After is not waited for
-
-    def delay(self, attempt: int, response: httpx.Response | None) -> float | None:
-        """Seconds to wait before attempt `attempt + 1`, or None to give up (and report this one)."""
-        if attempt >= self.retries:
-            return None
-        backoff = min(self.backoff_s * 2**attempt, self.max_wait_s)
-        if response is None:
-            return backoff
-        if response.status_code not in RETRY_STATUSES:
-            return None
-        after = retry_after_seconds(response.headers.get("retry-after"))
-        if after is None:
-            return backoff
-        return after if after <= self.max_wait_s else None
-
-
-def decode(response: httpx.Response, raw: bool) -> Any:
-    """The value of a 2xx answer; a KanError for any other."""
-    if response.is_success:
-        if raw:
-            return response.content
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = response.text
-    raise from_response(response.status_code, response.headers, body)
-
-
-def stream_timeout(timeout: float, deadline: float | None) -> httpx.Timeout:
-    """An event stream's timeouts: reads wait past the server's 15 s pings, never past `deadline`."""
-    read = 60.0 if deadline is None else max(0.05, min(60.0, deadline - time.monotonic()))
-    return httpx.Timeout(timeout, read=read)
-
-
-def check_deadline(deadline: float | None, what: str) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        raise TimeoutError(f"{what}: no end before the timeout")
 
 
 def _numpy_or_lists(rows: list[list[float | None]]) -> Any:
@@ -101,16 +26,34 @@ def _numpy_or_lists(rows: list[list[float | None]]) -> Any:
 
 
 class BaseClient:
-    """The API, once for both clients. Subclasses define `_drive(flow)` (and the event stream)."""
+    """The API, once for both clients. Subclasses name their httpx client class (`_http_class`) and
+    define `_drive(flow)`, the event stream and `_wait` with its I/O.
+
+    `timeout`: seconds for a request; `retries`, `backoff_s`, `max_retry_wait_s`: see `RetryPolicy`;
+    `transport`: an httpx transport (tests)."""
+
+    _http_class: Any = None  # httpx.Client or httpx.AsyncClient
 
     def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, *, timeout: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.5, max_retry_wait_s: float = 60.0):
+                 retries: int = 3, backoff_s: float = 0.5, max_retry_wait_s: float = 60.0,
+                 transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None):
         self.url = url.rstrip("/")
         self.retry = RetryPolicy(retries, backoff_s, max_retry_wait_s)
         self.headers = {"Accept": "application/json, application/problem+json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
+        self._http = self._http_class(base_url=self.url, headers=self.headers, timeout=timeout, transport=transport)
+
+    def _retry_delay(self, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float | None:
+        """Seconds to wait before sending a call again after `outcome`, or None when `outcome` is
+        the answer; a transport error with no retry left is raised."""
+        if isinstance(outcome, httpx.TransportError):
+            delay = self.retry.delay(attempt, None)
+            if delay is None:
+                raise outcome
+            return delay
+        return None if outcome.is_success else self.retry.delay(attempt, outcome)
 
     def _drive(self, flow: Flow) -> Any:  # pragma: no cover - defined by the subclasses
         raise NotImplementedError
@@ -301,25 +244,33 @@ class BaseClient:
 class JobHandle:
     """A queued or running job: `wait()` follows it (server-sent events) and gives its Model."""
 
-    kind = "job"
+    kind, collection = "job", "jobs"
 
     def __init__(self, client: BaseClient, data: dict[str, Any]):
         self.client = client
         self.id: str = data["id"]
-        self.job = Job.of(data)
+        self._keep(data)
+
+    def _keep(self, data: dict[str, Any]) -> Any:
+        """The API's latest word on this job, kept as `job` (and returned)."""
+        self._latest = self.job = Job.of(data)
+        return self.job
 
     def __repr__(self) -> str:
-        return f"JobHandle(id={self.id!r}, status={self.job.status!r})"
+        return f"{type(self).__name__}(id={self.id!r}, status={self._latest.status!r})"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/{self.collection}/{self.id}"
 
     @property
     def events_path(self) -> str:
-        return f"/v1/jobs/{self.id}/events"
+        return f"{self.path}/events"
 
     def refresh(self) -> Any:
-        """The job now (a Job)."""
+        """The job now (a Job; a DiscoveryResult for a discovery)."""
         def flow() -> Flow:
-            self.job = Job.of((yield Call("GET", f"/v1/jobs/{self.id}")))
-            return self.job
+            return self._keep((yield Call("GET", self.path)))
 
         return self.client._drive(flow())
 
@@ -338,7 +289,7 @@ class JobHandle:
     def _finish(self, end: dict[str, Any]) -> Flow:
         from kan_client.errors import JobFailed
 
-        self.job = Job.of((yield Call("GET", f"/v1/jobs/{self.id}")))
+        self._keep((yield Call("GET", self.path)))
         if end["status"] != "succeeded":
             raise JobFailed("job", self.id, end["status"], end.get("error"))
         return Model(self.client, (yield Call("GET", f"/v1/models/{end['model_id']}")))
@@ -347,26 +298,12 @@ class JobHandle:
 class DiscoveryHandle(JobHandle):
     """A running discovery: `wait()` follows it and gives its DiscoveryResult."""
 
-    kind = "discovery"
+    kind, collection = "discovery", "discoveries"
 
-    def __init__(self, client: BaseClient, data: dict[str, Any]):
-        self.client = client
-        self.id = data["id"]
-        self.result = DiscoveryResult(client, data)
-
-    def __repr__(self) -> str:
-        return f"DiscoveryHandle(id={self.id!r}, status={self.result.status!r})"
-
-    @property
-    def events_path(self) -> str:
-        return f"/v1/discoveries/{self.id}/events"
-
-    def refresh(self) -> Any:
-        def flow() -> Flow:
-            self.result = DiscoveryResult(self.client, (yield Call("GET", f"/v1/discoveries/{self.id}")))
-            return self.result
-
-        return self.client._drive(flow())
+    def _keep(self, data: dict[str, Any]) -> Any:
+        """The API's latest word on this discovery, kept as `result` (and returned)."""
+        self._latest = self.result = DiscoveryResult(self.client, data)
+        return self.result
 
     def cancel(self) -> Any:
         return self.client.cancel_discovery(self.id)
@@ -377,7 +314,7 @@ class DiscoveryHandle(JobHandle):
     def _finish(self, end: dict[str, Any]) -> Flow:
         from kan_client.errors import JobFailed
 
-        self.result = DiscoveryResult(self.client, (yield Call("GET", f"/v1/discoveries/{self.id}")))
-        if end["status"] == "failed" or (end["status"] == "cancelled" and self.result.chosen is None):
+        result = self._keep((yield Call("GET", self.path)))
+        if end["status"] == "failed" or (end["status"] == "cancelled" and result.chosen is None):
             raise JobFailed("discovery", self.id, end["status"], end.get("error"))
-        return self.result
+        return result
