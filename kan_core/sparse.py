@@ -36,7 +36,8 @@ STLSQ_MAX_COLUMNS = 250  # thresholded least squares only on dictionaries up to 
 MIN_PROJECTED_NORM = 1e-7  # a column this close to the span of the chosen ones is skipped
 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
-TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin")
+TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh")
+MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
 MAX_TIER = {"rational": 2, "y^2": 2, "1/y^2": 1, "sqrt": 1}  # the highest tier tried with these transforms
 
 
@@ -153,6 +154,8 @@ def _transform(name: str, y: np.ndarray) -> _Target | None:
             return _Target(name, np.sqrt(y), lambda e: e**2, lambda v: v**2)
         if name == "asin" and float(np.abs(y).max()) <= math.pi / 2:
             return _Target(name, np.sin(y), sympy.asin, np.arcsin)
+        if name == "asinh" and float(np.abs(y).max()) <= MAX_SINH_ARG:
+            return _Target(name, np.sinh(y), sympy.asinh, np.arcsinh)
     return None
 
 

@@ -144,6 +144,10 @@ def build_dictionary(X: np.ndarray, symbols: list[sympy.Symbol]) -> Dictionary:
             x, s = X[:, i], symbols[i]
             for expr, fn in _unary(x, s, n):
                 add(expr, fn(x), 1 if is_fn(expr) else 0)
+            if n <= 2:  # a whole period over a unit interval, alone and times x (few columns: more
+                for fn, f in ((sympy.sin, np.sin), (sympy.cos, np.cos)):  # correlated ones mislead the search)
+                    add(fn(2 * sympy.pi * s), f(2 * np.pi * x))
+                    add(s * fn(2 * sympy.pi * s), x * f(2 * np.pi * x))
             for pe, pv in facs[i][:2]:  # x, x**2 times a function of the same variable
                 for fe, fv in facs[i][2:]:
                     if is_fn(fe):

@@ -29,6 +29,8 @@ def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, s
     ("(x1 + x2)/(1 + x1*x2)", {"x1": (-0.9, 0.9), "x2": (-0.9, 0.9)}, "rational"),
     ("sqrt(x1**2 + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "y^2"),
     ("asin(n*sin(t))", {"n": (0, 1), "t": (1, 5)}, "asin"),
+    ("asinh(x)", {"x": (0, 100)}, "asinh"),  # through sinh(y)
+    ("0.3*x*sin(2*pi*x)", {"x": (-3, 3)}, "y"),  # a whole period per unit, times x
     pytest.param("x**y", {"x": (0.5, 2), "y": (0.5, 2)}, "log", marks=pytest.mark.slow),  # y*log(x): widest tier
     ("-a*b/c", {"a": (1, 5), "b": (1, 5), "c": (1, 5)}, "log"),  # a negative monomial
     ("exp(sin(pi*x1) + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "log"),
