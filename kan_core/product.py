@@ -99,8 +99,10 @@ class ProductLayer(KANLayer):
     # ------------------------------------------------------------------------------------------
     # forward
 
-    def _forward(self, x: torch.Tensor, with_std: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        y, std = super()._forward(x, with_std)
+    def _forward(
+        self, x: torch.Tensor, with_std: bool, precise: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y, std = super()._forward(x, with_std, precise)
         return self.combine(y), std
 
     def combine(self, sub: torch.Tensor) -> torch.Tensor:

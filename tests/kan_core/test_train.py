@@ -188,3 +188,12 @@ def test_fit_is_bit_for_bit_reproducible(dataset, opt, batch):
     (p1, h1), (p2, h2) = runs
     assert all(torch.equal(a, b) for a, b in zip(p1, p2))
     assert h1.train_rmse == h2.train_rmse and h1.test_rmse == h2.test_rmse and h1.reg == h2.reg
+
+
+def test_fit_with_regulariser_trains_a_product_network(dataset):
+    """A separable product network (ProductLayer first) trains with the regulariser too."""
+    from kan_core.product import separable_product_kan
+
+    model = separable_product_kan(2, seed=0)
+    hist = fit(model, dataset, steps=2, lamb=0.01, lbfgs_max_iter=3)
+    assert math.isfinite(hist.last.train_rmse) and hist.last.reg > 0
