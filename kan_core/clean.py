@@ -18,7 +18,8 @@ forms that sympy cannot compare with the textbook one (``1/sqrt(m**-2 - v**2/(c*
 `canonical_forms` (run last, after discovery's own rewrites) writes what sympy cannot compare
 without positivity the way formulas are usually written: roots of a product joined
 (``sqrt(a)*sqrt(b) -> sqrt(a*b)``), a logistic through exp (``tanh(u)/2 + 1/2 -> 1/(1 +
-exp(-2u))``) and a log of a ratio with a positive sign (``-k*log(a/b) -> k*log(b/a)``).
+exp(-2u))``), a log of a ratio with a positive sign (``-k*log(a/b) -> k*log(b/a)``) and a log of
+a polynomial that factors as a sum of logs (``log(x**3 + x**2 + x + 1) -> log(x + 1) + log(x**2 + 1)``).
 
 Every step is kept only when the result agrees with the input on the data (relative 1e-9) and is
 not more complex; nothing here prints, reads files or parses text.
@@ -294,9 +295,10 @@ def _negative_powers_only(term: sympy.Expr) -> bool:
 
 
 def canonical_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
-    """`join_roots`, `logistic_as_exp` and `positive_log_ratios` in turn, each kept only when it
-    agrees with ``expr`` on X and grows the tree by at most three nodes: forms a judge with plain
-    (sign-less) symbols can compare, which shorter equivalent ones need positivity for."""
+    """`join_roots`, `logistic_as_exp`, `positive_log_ratios` and `split_log_products` in turn,
+    each kept only when it agrees with ``expr`` on X and grows the tree by at most three nodes:
+    forms a judge with plain (sign-less) symbols can compare, which shorter equivalent ones need
+    positivity for."""
     _check_args(expr, names, X)
     if formula_complexity(expr) > MAX_CLEAN_NODES or not expr.free_symbols:
         return expr
@@ -304,7 +306,7 @@ def canonical_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sy
     if data.values(expr) is None:  # not finite on the data: nothing to check a rewrite against
         return expr
     out = expr
-    for rewrite in (join_roots, logistic_as_exp, positive_log_ratios):
+    for rewrite in (join_roots, logistic_as_exp, positive_log_ratios, split_log_products):
         try:
             cand = rewrite(out)
         except Exception:  # sympy raises assorted errors on odd inputs; that rewrite is skipped
@@ -373,3 +375,19 @@ def positive_log_ratios(expr: sympy.Expr) -> sympy.Expr:
         return -coeff * (rest / logs[0]) * sympy.log(1 / arg)
 
     return expr.replace(lambda node: isinstance(node, sympy.Mul), flip)
+
+
+def split_log_products(expr: sympy.Expr) -> sympy.Expr:
+    """``log(P) -> log(P_1) + log(P_2) + ...`` for a polynomial P that factors over the rationals
+    into two or more distinct non-constant factors (valid where they are positive: the caller checks)."""
+
+    def split(node: sympy.Expr) -> sympy.Expr:
+        arg = node.args[0]
+        if not (isinstance(arg, sympy.Add) and arg.is_polynomial()):
+            return node
+        coeff, factors = sympy.factor_list(arg)
+        if len(factors) < 2 or coeff <= 0:
+            return node
+        return sympy.log(coeff) + sympy.Add(*(k * sympy.log(f) for f, k in factors))
+
+    return expr.replace(lambda node: isinstance(node, sympy.log), split)

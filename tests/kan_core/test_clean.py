@@ -9,6 +9,7 @@ from kan_core.clean import (
     clean_formula,
     collapse_constants,
     join_roots,
+    split_log_products,
     logistic_as_exp,
     positive_log_ratios,
     readable_forms,
@@ -108,6 +109,7 @@ def test_roots_keep_their_sum_where_a_variable_may_be_negative():
     ("-T*kb*n*log(V1/V2)", "n*kb*T*log(V2/V1)", {"n": (1, 5), "kb": (1, 5), "T": (1, 5), "V1": (1, 5), "V2": (1, 5)}),
     ("tanh(x/2)/2 + 1/2", "1/(1 + exp(-x))", {"x": (-3, 3)}),
     ("3 - 3*tanh(En/T)", "6/(exp(2*En/T) + 1)", {"En": (1, 5), "T": (1, 5)}),
+    ("log(x**3 + x**2 + x + 1)", "log(x + 1) + log(x**2 + 1)", {"x": (0, 2)}),
 ])  # fmt: skip
 def test_canonical_forms_are_matched_by_the_judge(found, true, ranges):
     """Equal on the data (positive variables) but not for sympy's sign-less symbols: written the usual way."""
@@ -125,10 +127,14 @@ def test_canonical_forms_keep_what_the_data_does_not_allow():
     assert join_roots(split) == expr("sqrt(a*b)", names)  # the rewrite itself...
     assert canonical_forms(split, names, X) == split  # ...is refused on the data
     X, names = data({"x": (1, 3), "y": (1, 3)})
-    for text in ("sqrt(x) + sqrt(y)", "x*log(y/x)", "-x*log(y)", "tanh(x) + 2", "x**(3/2)"):
+    for text in ("sqrt(x) + sqrt(y)", "x*log(y/x)", "-x*log(y)", "tanh(x) + 2", "x**(3/2)", "log(x**2 + y)",
+                 "log(x**2 + 2*x + 1)"):
         assert canonical_forms(expr(text, names), names, X) == expr(text, names), text
     assert logistic_as_exp(expr("tanh(x) + 1", names)) == expr("2/(1 + exp(-2*x))", names)
     assert positive_log_ratios(expr("-2*log(x/y)", names)) == expr("2*log(y/x)", names)
+    assert split_log_products(expr("log(x**2 - 1)", names)) == expr("log(x - 1) + log(x + 1)", names)
+    X, names = data({"x": (-3, -1.5)})  # x - 1 and x + 1 negative: the split is refused on the data
+    assert canonical_forms(expr("log(x**2 - 1) + x", names), names, X) == expr("log(x**2 - 1) + x", names)
 
 
 def test_bad_arguments():
