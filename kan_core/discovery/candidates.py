@@ -72,15 +72,15 @@ def candidates(
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
     3. product plus additive ``sum_i g_i(x_i) + c prod_i f_i(x_i)``, >= 2 inputs; then the same for
        ``log y`` (all targets > 0): ``n_0 exp(-m g x / (k_b T))``;
-    4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN; then (>= 2 inputs) the structure
-       search (`kan_core.recurse`: a surrogate's separability and symmetry tests split the problem
-       into smaller ones, solved by these candidates and composed back; it gives up after the tests
-       when the data shows none), after the cheap shapes so that what they solve costs nothing more;
-       then (>= 3 inputs) a sum of two separable products (``n*T*(log(V2) - log(V1))``);
+    4. additive ``y = sum_i f_i(x_i)``, a single-layer KAN; then (>= 3 inputs) a sum of two
+       separable products (``n*T*(log(V2) - log(V1))``);
     5. ``[n, 5, 1]`` with a mild regulariser (lamb 0.002) on the raw data: compositions such as
        ``exp(sin(pi x1) + x2^2)`` or ``sqrt(x1^2 + x2^2)`` after pruning;
     6. the seed recipe on ``[n, 5, 1]`` (pykan's: lamb 0.01, entropy 10, prune, retrain);
-    7. log-target ``[n, 5, 1]`` (all targets > 0);
+    7. log-target ``[n, 5, 1]`` (all targets > 0); then (>= 2 inputs) the structure search
+       (`kan_core.recurse`: a surrogate's separability and symmetry tests split the problem into
+       smaller ones, solved by these candidates and composed back; it gives up after the tests when
+       the data shows none): it costs 10-60 s and rarely beats the candidates before it;
     8. ``[n, 5, 1]`` mild on standardised inputs and target; ``[n, 4, 2, 1]``; then further seeds;
     9. only when ``budget.max_candidates`` asks for more (up to MAX_SWEEP): a sweep over widths
        ``[n,3,1]``, ``[n,8,1]``, ``[n,4,2,1]``, grids 3, 5, 8, the mild and seed-recipe regularisers,
@@ -128,9 +128,6 @@ def candidates(
             "log y = sum g_i(x_i) + c * prod f_i(x_i) (ALS init): Boltzmann factors, Gaussians")
     add("additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
         std_all, "y = sum f_i(x_i), standardised")
-    if n >= 2:
-        add("structure", "structure", ModelConfig(seed=seed), (), raw,
-            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     if n >= 3:
         add("product-rank2", "product", ModelConfig(seed=seed), _product_stages(lib), std_all,
             "two separable products, summed (ALS init), standardised", rank=2)
@@ -139,6 +136,9 @@ def candidates(
     if y_pos:
         add("log-kan", "kan", ModelConfig(width=wide, seed=seed), mild, log_y,
             "log y = KAN [n,5,1], lamb 0.002, standardised inputs")
+    if n >= 2:  # slow (10-60 s) and rarely better than the KANs: after them
+        add("structure", "structure", ModelConfig(seed=seed), (), raw,
+            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     add("mild-std", "kan", ModelConfig(width=wide, seed=seed), mild, std_all, "[n,5,1], lamb 0.002, standardised")
     add("deep", "kan", ModelConfig(width=(n, 4, 2, 1), seed=seed), mild, raw, "[n,4,2,1], lamb 0.002, raw data")
     for extra in (1, 2, 3):

@@ -181,9 +181,9 @@ def test_candidates_are_deterministic_ranked_and_capped(signed):
     assert specs == candidates(signed, Budget(max_candidates=50))
     assert [s.priority for s in specs] == list(range(len(specs)))
     assert len({s.id for s in specs}) == len(specs)
-    # the network-free sparse fit first; signed target: no log space; the structure search after
-    # the cheap shapes
-    assert [s.family for s in specs[:5]] == ["sparse", "product", "product_additive", "kan", "structure"]
+    # the network-free sparse fit first; signed target: no log space; the slow structure search after
+    # the cheap shapes and the [n, 5, 1] KANs
+    assert [s.family for s in specs[:7]] == ["sparse", "product", "product_additive", "kan", "kan", "kan", "structure"]
     assert not any(s.pipeline.transform.log_target for s in specs)
     assert candidates(signed, Budget(max_candidates=3)) == specs[:3]
     shifted = candidates(signed, Budget(max_candidates=50), seed=7)
