@@ -19,11 +19,16 @@ PROBLEM_BASE = "https://kan-service.dev/problems/"
 
 
 class ServiceError(Exception):
-    """Base of every error the API reports on purpose."""
+    """Base of every error the API reports on purpose. A subclass names its HTTP status, problem
+    type code and title: `class Conflict(ServiceError, status=409, code="conflict", title="Conflict")`."""
 
     status: int = 500
     code: str = "internal"
     title: str = "Internal error"
+
+    def __init_subclass__(cls, *, status: int, code: str, title: str, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls.status, cls.code, cls.title = status, code, title
 
     def __init__(self, detail: str, *, field: str | None = None, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(detail)
@@ -33,49 +38,47 @@ class ServiceError(Exception):
         self.extra = extra
 
 
-class BadRequest(ServiceError):
-    status, code, title = 400, "bad-request", "Bad request"
+class BadRequest(ServiceError, status=400, code="bad-request", title="Bad request"):
+    """A body that cannot be read at all (not JSON, too deeply nested, a broken multipart form)."""
 
 
-class InvalidInput(ServiceError):
+class InvalidInput(ServiceError, status=422, code="invalid-input", title="Invalid input"):
     """A request that parses but whose content is wrong (NaN, ragged rows, illegal config...)."""
 
-    status, code, title = 422, "invalid-input", "Invalid input"
+
+class Unauthorized(ServiceError, status=401, code="unauthorized", title="Authentication required"):
+    """No API key, or one that is unknown or revoked."""
 
 
-class Unauthorized(ServiceError):
-    status, code, title = 401, "unauthorized", "Authentication required"
+class Forbidden(ServiceError, status=403, code="forbidden", title="Forbidden"):
+    """A key whose scope does not allow the route; a dashboard form sent from elsewhere."""
 
 
-class Forbidden(ServiceError):
-    status, code, title = 403, "forbidden", "Forbidden"
-
-
-class NotFound(ServiceError):
-    status, code, title = 404, "not-found", "Not found"
+class NotFound(ServiceError, status=404, code="not-found", title="Not found"):
+    """A resource that does not exist (or belongs to another tenant)."""
 
     def __init__(self, resource: str, id: str):
         super().__init__(f"{resource} {id!r} does not exist", resource=resource, id=id)
 
 
-class Conflict(ServiceError):
-    status, code, title = 409, "conflict", "Conflict"
+class Conflict(ServiceError, status=409, code="conflict", title="Conflict"):
+    """A request the resource's current state does not allow (cancel a finished job...)."""
 
 
-class PayloadTooLarge(ServiceError):
-    status, code, title = 413, "payload-too-large", "Payload too large"
+class PayloadTooLarge(ServiceError, status=413, code="payload-too-large", title="Payload too large"):
+    """A body over the configured size."""
 
 
-class UnsupportedMediaType(ServiceError):
-    status, code, title = 415, "unsupported-media-type", "Unsupported media type"
+class UnsupportedMediaType(ServiceError, status=415, code="unsupported-media-type", title="Unsupported media type"):
+    """A body of a content type the route does not read."""
 
 
-class RateLimited(ServiceError):
-    status, code, title = 429, "rate-limited", "Too many requests"
+class RateLimited(ServiceError, status=429, code="rate-limited", title="Too many requests"):
+    """Over the tenant's rate limit; Retry-After says when to try again."""
 
 
-class Unavailable(ServiceError):
-    status, code, title = 503, "unavailable", "Service unavailable"
+class Unavailable(ServiceError, status=503, code="unavailable", title="Service unavailable"):
+    """The service cannot serve now (/readyz names the checks that failed)."""
 
 
 def problem_body(
@@ -124,8 +127,8 @@ def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
 def install_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, code=exc.code, instance=request.url.path,
-                       field=exc.field, headers=exc.headers, **exc.extra)
+        return JSONResponse(error_body(exc, instance=request.url.path), status_code=exc.status,
+                            media_type=PROBLEM_JSON, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
