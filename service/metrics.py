@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.middleware import HttpMiddleware
 from service.config import QUEUES, Settings
 from service.models import Job, JobStatus, Worker
 
@@ -131,17 +132,14 @@ def route_template(scope: Scope) -> str:
     return "/".join(f"{{{names[segment]}}}" if segment in names else segment for segment in scope["path"].split("/"))
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(HttpMiddleware):
     """Pure ASGI middleware counting and timing every HTTP request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500  # if the app raises before answering, the server answers 500
 

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request body size limit.
+"""Pure ASGI middleware: `HttpMiddleware`, the base of the service's middleware (service.metrics'
+included), and the request body size limit.
 
 A body larger than `max_body_bytes` answers 413 problem+json. A declared `Content-Length` over the limit
 is refused before a byte of the body is read; a chunked (or lying) body is cut off as soon as the bytes
@@ -16,15 +17,29 @@ class _BodyTooLarge(Exception):
     """Raised from `receive` inside the app once the body passes the limit."""
 
 
-class BodySizeLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+class HttpMiddleware:
+    """A pure ASGI middleware that acts on HTTP requests only (`handle`); lifespan and websocket
+    messages pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodySizeLimitMiddleware(HttpMiddleware):
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        super().__init__(app)
+        self.max_body_bytes = max_body_bytes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._refuse(scope, receive, send)
