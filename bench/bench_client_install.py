@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,15 +22,9 @@ import time
 import venv
 from pathlib import Path
 
-import httpx
+from bench_support import free_port, wait_until_up
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(data_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -42,18 +35,12 @@ def start_service(data_dir: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port), "--workers", "1"],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited: {(data_dir / 'server.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:  # a worker beats too
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.terminate()
-    raise RuntimeError("the service did not become ready within 300 s")
+    try:
+        wait_until_up(process, f"{url}/readyz", 300, data_dir / "server.log", every=0.5)  # a worker beats too
+    except RuntimeError:
+        process.terminate()
+        raise
+    return process, url
 
 
 def main() -> int:

@@ -32,7 +32,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench_support import free_port, wait_until_up
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "bench" / "locustfile_predict.py"
 PYTHON = sys.executable
@@ -55,12 +56,6 @@ LONG_JOB = {"model": {"width": [2, 5, 1], "grid": 5},
             "stages": [{"kind": "train", "opt": "Adam", "lr": 0.01, "steps": 20_000, "update_grid": False}]}
 
 log = logging.getLogger("bench_load")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -93,18 +88,7 @@ def running_service(data_dir: Path, extra: dict[str, str]) -> Iterator[Service]:
                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     service = Service(f"http://127.0.0.1:{port}", env, process)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{(data_dir / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.3)
+        wait_until_up(process, f"{service.url}/readyz", 120, data_dir / "server.log")
         yield service
     finally:
         process.send_signal(signal.SIGTERM)

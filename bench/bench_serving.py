@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ import httpx
 import numpy as np
 import torch
 from safetensors.numpy import save as save_safetensors
+
+from bench_support import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,12 +64,6 @@ WIDTH = [2, 5, 1]  # the shape the seed recipe gives a 2-input, 1-output dataset
 
 def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -140,18 +135,7 @@ def running_server(cmd: list[str], env: dict[str, str], base_url: str, log_path:
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {proc.returncode}; see {log_path}")
-                try:
-                    if httpx.get(f"{base_url}/v1/models", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not come up in 60 s; see {log_path}")
-                time.sleep(0.1)
+            wait_until_up(proc, f"{base_url}/v1/models", 60, log_path, every=0.1)
             yield
         finally:
             proc.terminate()
