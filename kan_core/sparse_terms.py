@@ -53,10 +53,13 @@ class Dictionary:
                           np.concatenate([self.tiers, other.tiers]), dens)
 
     def with_rational(self, X: np.ndarray, symbols: list[sympy.Symbol], y: np.ndarray) -> Dictionary:
-        """This dictionary plus columns ``y*q`` for low-degree monomials q (x_i, x_i**2, x_i*x_j)."""
+        """This dictionary plus columns ``y*q`` for low-degree monomials q (x_i, x_i**2, x_i*x_j;
+        x**3 and x**4 too for a single input)."""
         qs: list[tuple[sympy.Expr, np.ndarray]] = []
         for i in range(len(symbols)):
             qs += [(symbols[i], X[:, i]), (symbols[i] ** 2, X[:, i] ** 2)]
+        if len(symbols) == 1:  # one input: denominators up to degree 4 cost four columns
+            qs += [(symbols[0] ** p, X[:, 0] ** p) for p in (3, 4)]
         for i, j in itertools.combinations(range(len(symbols)), 2):
             qs.append((symbols[i] * symbols[j], X[:, i] * X[:, j]))
         extra = Dictionary(np.column_stack([y * v for _, v in qs]), [sympy.Symbol("y") * q for q, _ in qs],

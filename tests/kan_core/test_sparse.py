@@ -30,6 +30,7 @@ def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, s
     ("sqrt(x1**2 + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "y^2"),
     ("asin(n*sin(t))", {"n": (0, 1), "t": (1, 5)}, "asin"),
     ("asinh(x)", {"x": (0, 100)}, "asinh"),  # through sinh(y)
+    ("(x**6 + x**5)/(x**4 + x**3 + x**2 + x + 1)", {"x": (-1, 1)}, "rational"),  # one input: degree-4 denominator
     ("0.3*x*sin(2*pi*x)", {"x": (-3, 3)}, "y"),  # a whole period per unit, times x
     pytest.param("x**y", {"x": (0.5, 2), "y": (0.5, 2)}, "log", marks=pytest.mark.slow),  # y*log(x): widest tier
     ("-a*b/c", {"a": (1, 5), "b": (1, 5), "c": (1, 5)}, "log"),  # a negative monomial
