@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -36,19 +37,20 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+@dataclass(eq=False)
 class Heartbeat:
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], worker_id: str, *, kind: str,
-                 current: Callable[[], jobstate.Claim | None], executor: Executor,
-                 on_beat: Callable[[], None] | None = None):
-        self.settings = settings
-        self.session_factory = session_factory
-        self.worker_id = worker_id
-        self.kind = kind
-        self.current = current
-        self.executor = executor
-        self.on_beat = on_beat
-        self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+    """One worker's heartbeat: `current()` is the job it runs; `on_beat` is called after every beat."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    worker_id: str
+    _: KW_ONLY
+    kind: str
+    current: Callable[[], jobstate.Claim | None]
+    executor: Executor
+    on_beat: Callable[[], None] | None = None
+    _done: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         self._register()

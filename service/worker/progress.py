@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,20 +71,19 @@ class ProgressReporter:
         return owned
 
 
+@dataclass(eq=False)
 class StopSignal:
     """The pipeline's `should_stop`; `reason` says why it returned True."""
 
-    def __init__(self, session_factory: sessionmaker[Session], claim: jobstate.Claim, *, deadline: float,
-                 shutdown: threading.Event, interval_s: float = STOP_CHECK_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic):
-        self.session_factory = session_factory
-        self.claim = claim
-        self.deadline = deadline
-        self.shutdown = shutdown
-        self.interval_s = interval_s
-        self.clock = clock
-        self.reason: str | None = None  # cancel | lost | timeout | shutdown
-        self._last_check = -math.inf
+    session_factory: sessionmaker[Session]
+    claim: jobstate.Claim
+    _: KW_ONLY
+    deadline: float
+    shutdown: threading.Event
+    interval_s: float = STOP_CHECK_INTERVAL_S
+    clock: Callable[[], float] = time.monotonic
+    reason: str | None = field(default=None, init=False)  # cancel | lost | timeout | shutdown
+    _last_check: float = field(default=-math.inf, init=False, repr=False)
 
     def __call__(self) -> bool:
         if self.reason is None:
