@@ -139,14 +139,21 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
     exact candidates are polished, refitted and measured like any formula and `choose` picks one;
     without an exact one, only the closest fit is measured, its constants rounded (an approximation:
     polishing it would cost more than it is worth). When that closest fit is at the noise floor,
-    the fewest terms that reach the floor are searched for (`_fewest_terms`) instead of fitting noise."""
+    the fewest terms that reach the floor are searched for (`_fewest_terms`, in time of its own):
+    that fit is measured instead; without one the closest fit is no early stop (its terms may be
+    fitting the noise), so ``noise_rmse`` is cleared."""
     x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
     y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
     seconds = SPARSE_SECONDS if deadline is None else min(SPARSE_SECONDS, SPARSE_SHARE * (deadline - start))
+    fewest = None
     try:
         fits = fit_sparse(x, y, names, should_stop=stop, max_seconds=max(seconds, 0.01))
-        if fits and not fits[0].exact and noise_floor(fits[0].expr, names, x, y) is not None:
-            fits = _fewest_terms(x, y, names, fits, stop, start + seconds)
+        noisy = bool(fits) and not fits[0].exact and noise_floor(fits[0].expr, names, x, y) is not None
+        if noisy:
+            now = time.monotonic()
+            extra = SPARSE_SECONDS if deadline is None else min(SPARSE_SECONDS, SPARSE_SHARE * (deadline - now))
+            fewest = _fewest_terms(x, y, names, max(f.n_terms for f in fits), stop, now + extra)
+            fits = fits if fewest is None else [fewest, *fits]
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
         return result("failed", error=f"{type(exc).__name__}: {exc}"[:500])
     if not fits:
@@ -169,22 +176,26 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
         if variants and (is_exact(variants[-1]) or at_noise_floor(variants[-1])):
             break
     best = choose(pareto_front(variants))
-    return replace(best, seconds=time.monotonic() - start) if best is not None else result("no_formula")
+    if best is None:
+        return result("no_formula")
+    if noisy and fewest is None:
+        best = replace(best, noise_rmse=None)
+    return replace(best, seconds=time.monotonic() - start)
 
 
-def _fewest_terms(x, y, names: tuple[str, ...], fits: list, stop: Callable[[], bool], until: float) -> list:
-    """On noisy data: `fit_sparse` again with at most 1, 2, ... terms, until a fit's residual is
-    white noise (`kan_core.validation.noise_floor`); the simplest such fit first, then ``fits``.
-    More terms than that would fit the noise."""
-    for k in range(1, max(f.n_terms for f in fits)):
+def _fewest_terms(x, y, names: tuple[str, ...], max_terms: int, stop: Callable[[], bool], until: float):
+    """On noisy data: `fit_sparse` again with at most 1, 2, ... terms (fewer than ``max_terms``)
+    until a fit's residual is white noise (`kan_core.validation.noise_floor`); the simplest such fit,
+    or None by ``until``. More terms than that would fit the noise."""
+    for k in range(1, max_terms):
         left = until - time.monotonic()
         if stop() or left <= 0:
             break
         floor = [f for f in fit_sparse(x, y, names, max_terms=k, should_stop=stop, max_seconds=left)
                  if noise_floor(f.expr, names, x, y) is not None]
         if floor:
-            return [min(floor, key=lambda f: f.complexity), *fits]
-    return fits
+            return min(floor, key=lambda f: f.complexity)
+    return None
 
 
 STRUCTURE_SECONDS = 60.0  # the structure family's own time limit, so later candidates still run
