@@ -18,7 +18,8 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 
@@ -159,3 +160,17 @@ async def live_stream(caller: Caller, follow: Follow, resource_id: str):
         return await event_stream(follow(factory, caller.principal.tenant_id, resource_id, interval_s=EVENT_POLL_S))
     except NotFound as exc:
         return problem_page(caller.request, caller, exc)
+
+
+def add_run_routes(router: APIRouter, collection: str, follow: Follow) -> None:
+    """The live event stream (as GET /v1/{collection}/{id}/events, for the caller's tenant) and the
+    cancel form of a job or discovery page; `collection` is "jobs" or "discoveries"."""
+
+    @router.get(f"/{collection}/{{run_id}}/events")
+    async def events(caller: CallerDep, run_id: str):
+        return await live_stream(caller, follow, run_id)
+
+    @router.post(f"/{collection}/{{run_id}}/cancel", dependencies=[SameOrigin])
+    async def cancel(caller: CallerDep, run_id: str) -> RedirectResponse:
+        await caller.json("POST", f"/{collection}/{run_id}/cancel")
+        return RedirectResponse(f"{PREFIX}/{collection}/{run_id}", status_code=303)

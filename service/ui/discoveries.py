@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import RedirectResponse
 
 from service import discovery_events, formula_export
-from service.ui.core import PREFIX, CallerDep, SameOrigin, live_stream, render
+from service.ui.core import CallerDep, add_run_routes, render
 
 router = APIRouter()
 
@@ -37,16 +36,7 @@ def _copies(point: dict[str, Any], target: str) -> dict[str, str]:
     return {"text": point["formula"], "latex": point["latex"], "python": python}
 
 
-@router.get("/discoveries/{discovery_id}/events")
-async def discovery_events_page(caller: CallerDep, discovery_id: str):
-    """The discovery's event stream (as GET /v1/discoveries/{id}/events) for the caller's tenant."""
-    return await live_stream(caller, discovery_events.follow, discovery_id)
-
-
-@router.post("/discoveries/{discovery_id}/cancel", dependencies=[SameOrigin])
-async def cancel(caller: CallerDep, discovery_id: str) -> RedirectResponse:
-    await caller.json("POST", f"/discoveries/{discovery_id}/cancel")
-    return RedirectResponse(f"{PREFIX}/discoveries/{discovery_id}", status_code=303)
+add_run_routes(router, "discoveries", discovery_events.follow)
 
 
 @router.get("/batches/{batch_id}")

@@ -4,11 +4,10 @@ cancel, and its error if it failed)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import RedirectResponse
 
 from service import jobs
 from service.models import JobStatus
-from service.ui.core import PREFIX, CallerDep, SameOrigin, live_stream, render
+from service.ui.core import CallerDep, add_run_routes, render
 
 router = APIRouter()
 STATUSES = [status.value for status in JobStatus]
@@ -28,13 +27,4 @@ async def job_page(caller: CallerDep, job_id: str):
     return render(caller, "job.html", job=job, history=history["points"])
 
 
-@router.get("/jobs/{job_id}/events")
-async def job_events(caller: CallerDep, job_id: str):
-    """The job's event stream (as GET /v1/jobs/{id}/events) for the caller's tenant."""
-    return await live_stream(caller, jobs.follow, job_id)
-
-
-@router.post("/jobs/{job_id}/cancel", dependencies=[SameOrigin])
-async def cancel(caller: CallerDep, job_id: str) -> RedirectResponse:
-    await caller.json("POST", f"/jobs/{job_id}/cancel")
-    return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
+add_run_routes(router, "jobs", jobs.follow)
