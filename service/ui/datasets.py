@@ -102,11 +102,7 @@ async def create_from_expression(caller: CallerDep, expression: Text = "", range
         body["ranges"] = _parse_ranges(ranges)
     except ValueError as exc:
         errors["ranges"] = str(exc)
-    for key, convert in (("n_train", int), ("n_test", int), ("noise", float), ("seed", int)):
-        try:
-            body[key] = convert(values[key].strip())
-        except ValueError:
-            errors[key] = f"must be {'an integer' if convert is int else 'a number'}"
+    body.update(_numbers(values, (("n_train", int), ("n_test", int), ("noise", float), ("seed", int)), errors))
     if not errors:
         try:
             created = await caller.json("POST", "/datasets", json=body)
@@ -117,6 +113,22 @@ async def create_from_expression(caller: CallerDep, expression: Text = "", range
     else:
         status = 422
     return await _datasets_page(caller, status_code=status, expr_form={"values": values, "errors": errors})
+
+
+def _numbers(values: dict[str, str], fields: tuple[tuple[str, type], ...], errors: dict[str, str], *,
+             optional: bool = False) -> dict[str, Any]:
+    """The form's number fields converted by their type (int or float); one that does not convert is
+    named in `errors`. With `optional`, blank fields are left out instead."""
+    out: dict[str, Any] = {}
+    for key, convert in fields:
+        text = values[key].strip()
+        if optional and not text:
+            continue
+        try:
+            out[key] = convert(text)
+        except ValueError:
+            errors[key] = f"must be {'an integer' if convert is int else 'a number'}"
+    return out
 
 
 def _parse_ranges(text: str) -> dict[str, list[float]]:
@@ -165,15 +177,8 @@ async def start_discovery(caller: CallerDep, dataset_id: str, max_candidates: Te
                           max_seconds: Text = "120", train_steps: Text = ""):
     values = {"max_candidates": max_candidates, "max_seconds": max_seconds, "train_steps": train_steps}
     errors: dict[str, str] = {}
-    budget: dict[str, Any] = {}
-    options: dict[str, Any] = {}
-    for key, convert, target in (("max_candidates", int, budget), ("max_seconds", float, budget),
-                                 ("train_steps", int, options)):
-        if values[key].strip():
-            try:
-                target[key] = convert(values[key].strip())
-            except ValueError:
-                errors[key] = f"must be {'an integer' if convert is int else 'a number'}"
+    budget = _numbers(values, (("max_candidates", int), ("max_seconds", float)), errors, optional=True)
+    options = _numbers(values, (("train_steps", int),), errors, optional=True)
     if not errors:
         try:
             created = await caller.json("POST", "/discoveries",
