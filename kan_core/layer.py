@@ -187,8 +187,9 @@ class KANLayer(nn.Module):
         """Output ``(B, O)`` and, if asked, the spline edges' std ``(I, O)``. A layer without spline
         edges (all symbolic or masked) skips the basis; symbolic edges are added when present."""
         y = std = None
-        if self._has_spline():
-            wt = self._spline_weights_t()  # (O, I, K+1)
+        m = self._spline_mask_t()  # (O, I, 1); also sets _any_spline
+        if self._any_spline:
+            wt = self._spline_weights_t(m)  # (O, I, K+1)
             fixed = self._fixed_features(x)
             if fixed is not None:
                 yt, cov = fixed.output_t(wt), (fixed.cov(precise) if with_std else None)
@@ -261,9 +262,11 @@ class KANLayer(nn.Module):
         bas = spline.basis_t(xt, self.grid, self.k, self._knot_tables())  # (I, K, B)
         return torch.cat([torch.nn.functional.silu(xt).unsqueeze(1), bas], dim=1)
 
-    def _spline_weights_t(self) -> torch.Tensor:
-        """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, output-major: ``(O, I, K+1)``."""
-        return SplineWeights.apply(self.coef, self.scale_base, self.scale_sp, self._spline_mask_t())
+    def _spline_weights_t(self, m: torch.Tensor | None = None) -> torch.Tensor:
+        """``W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]``, output-major: ``(O, I, K+1)``
+        (``m``: `_spline_mask_t`'s result when the caller has it)."""
+        m = self._spline_mask_t() if m is None else m
+        return SplineWeights.apply(self.coef, self.scale_base, self.scale_sp, m)
 
     def _spline_mask_t(self) -> torch.Tensor:
         """``m = mask * (1 - sym_mask)`` as ``(O, I, 1)``: the spline edges. Cached between changes."""
