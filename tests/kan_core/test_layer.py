@@ -371,3 +371,24 @@ def test_spline_weights_node_matches_autograd_of_the_plain_formula():
     assert torch.equal(SplineWeights.apply(layer.coef, layer.scale_base, layer.scale_sp, m), plain)
     args = tuple(p.detach().clone().requires_grad_() for p in (layer.coef, layer.scale_base, layer.scale_sp))
     assert torch.autograd.gradcheck(lambda c, b, s: SplineWeights.apply(c, b, s, m), args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_path_on_cuda_matches_cpu():
+    """The hot path on a GPU (fixed-input cache, SplineWeights, SplineEdges) gives the CPU's output,
+    edge std and gradients."""
+    for a, b in zip(_training_path("cpu"), _training_path("cuda")):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _training_path(device: str) -> list[torch.Tensor]:
+    layer = randomise(make_layer()).to(device)
+    layer.cache_fixed_inputs(True)
+    x = inputs(300).to(device)
+    h = layer(x)[:, :3].tanh()  # a next layer's kind of input: needs a gradient, not cached
+    y, std = layer.forward_with_edge_std(h)
+    y0, std0 = layer.forward_with_edge_std(x)  # cached
+    params = [layer.coef, layer.scale_base, layer.scale_sp]
+    grads = torch.autograd.grad(y.square().sum() + std.sum() + y0.sum() + std0.sum(), params)
+    layer.cache_fixed_inputs(False)
+    return [t.detach().cpu() for t in (y, std, y0, std0, *grads)]
