@@ -131,19 +131,14 @@ def add_commands(commands: Any, default_url: str | None = None) -> None:
     _common(discover, default_url)
     discover.set_defaults(client_handler=cmd_discover)
 
-    discoveries = commands.add_parser("discoveries", help="follow a discovery")
-    watch = discoveries.add_subparsers(dest="discoveries_command", required=True, metavar="ACTION") \
-        .add_parser("watch", help="follow a discovery to its end, then print its front")
-    watch.add_argument("id", metavar="ID")
-    _common(watch, default_url)
-    watch.set_defaults(client_handler=cmd_discoveries_watch)
-
-    jobs = commands.add_parser("jobs", help="follow a training job")
-    watch = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION") \
-        .add_parser("watch", help="follow a job to its end, then print its model's formulas")
-    watch.add_argument("id", metavar="ID")
-    _common(watch, default_url)
-    watch.set_defaults(client_handler=cmd_jobs_watch)
+    for noun, what, shows, handler in (("discoveries", "a discovery", "its front", cmd_discoveries_watch),
+                                       ("jobs", "a training job", "its model's formulas", cmd_jobs_watch)):
+        watch = commands.add_parser(noun, help=f"follow {what}") \
+            .add_subparsers(dest=f"{noun}_command", required=True, metavar="ACTION") \
+            .add_parser("watch", help=f"follow {what} to its end, then print {shows}")
+        watch.add_argument("id", metavar="ID")
+        _common(watch, default_url)
+        watch.set_defaults(client_handler=handler)
 
     functions = commands.add_parser("functions", help="the symbolic function library")
     _common(functions, default_url)
