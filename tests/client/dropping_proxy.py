@@ -35,12 +35,11 @@ def _read_message(sock: socket.socket, buffer: bytearray) -> bytes | None:
     return message
 
 
-class DroppingProxy:
-    def __init__(self, upstream_port: int, drop_prefix: bytes):
+class _Relay:
+    """A listener on a free local port (`url`) that hands every accepted connection to `_connected`."""
+
+    def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
-        self.drop_prefix = drop_prefix
-        self.dropped: list[bytes] = []     # the requests whose answers were dropped
-        self.requests: list[bytes] = []    # every request relayed
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -54,7 +53,21 @@ class DroppingProxy:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._connected(conn)
+
+    def _connected(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class DroppingProxy(_Relay):
+    def __init__(self, upstream_port: int, drop_prefix: bytes):
+        self.drop_prefix = drop_prefix
+        self.dropped: list[bytes] = []     # the requests whose answers were dropped
+        self.requests: list[bytes] = []    # every request relayed
+        super().__init__(upstream_port)
+
+    def _connected(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         with conn, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
@@ -71,34 +84,23 @@ class DroppingProxy:
                 conn.sendall(answer)
 
 
-class CuttingRelay:
+class CuttingRelay(_Relay):
     """A byte relay (any HTTP) that cuts one event stream: the first connection that asks for a path
     containing `marker` (e.g. b"/events") is closed right after the first server-sent event reaches
     the client, before the stream's `end`. Everything else is relayed untouched."""
 
     def __init__(self, upstream_port: int, marker: bytes):
-        self.upstream_port = upstream_port
         self.marker = marker
         self.cut = 0
         self.streams = 0  # requests for the marker seen (the first and the client's reconnections)
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream_port)
 
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            state = {"cut_me": False}
-            threading.Thread(target=self._up, args=(conn, upstream, state), daemon=True).start()
-            threading.Thread(target=self._down, args=(upstream, conn, state), daemon=True).start()
+    def _connected(self, conn: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        state = {"cut_me": False}
+        threading.Thread(target=self._up, args=(conn, upstream, state), daemon=True).start()
+        threading.Thread(target=self._down, args=(upstream, conn, state), daemon=True).start()
 
     def _up(self, conn: socket.socket, upstream: socket.socket, state: dict) -> None:
         try:

@@ -16,18 +16,8 @@ import pytest
 
 from client_support import REPO, SEED_EXPRESSION, SEED_RANGES, Server, wait_for
 from dropping_proxy import CuttingRelay, DroppingProxy
-from kan_client import (
-    AsyncClient,
-    AuthError,
-    Client,
-    ConflictError,
-    JobFailed,
-    KanError,
-    NotFoundError,
-    RateLimitError,
-    ServerError,
-    ValidationError,
-)
+from kan_client import (AsyncClient, AuthError, Client, ConflictError, JobFailed, KanError, NotFoundError,
+                        RateLimitError, ServerError, ValidationError)
 
 # a burst of one job, then one every 10 s: submissions in a row are soon refused with a 429
 SETTINGS = {"auth_enabled": True, "rate_limit_jobs_per_min": 6, "rate_limit_jobs_burst": 1}
