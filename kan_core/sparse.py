@@ -38,6 +38,7 @@ MIN_PROJECTED_NORM = 1e-7  # a column this close to the span of the chosen ones 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
 TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh")
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
+ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
 MAX_TIER = {"rational": 2, "y^2": 2, "1/y^2": 1, "sqrt": 1}  # the highest tier tried with these transforms
 
 
@@ -103,7 +104,8 @@ def fit_sparse(
         for name in transforms:
             if stop():
                 break
-            target = _transform(name, y) if tier <= MAX_TIER.get(name, TIERS[-1]) else None
+            wanted = tier <= MAX_TIER.get(name, TIERS[-1]) and (X.shape[1] == 1 or name not in ONE_INPUT_TRANSFORMS)
+            target = _transform(name, y) if wanted else None
             if target is None:
                 continue
             cols = _columns(full, tier, name, X, symbols, y)
