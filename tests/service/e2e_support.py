@@ -4,7 +4,6 @@ test_e2e.py (local workers, SQLite) and test_celery.py (Celery workers, PostgreS
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -15,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from jobs_support import FAST, wait_for
+from jobs_support import FAST, read_events, wait_for
 from kan_core.judge import is_solution
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,14 +148,10 @@ def wait_final(http: httpx.Client, job_id: str, timeout: float) -> dict:
 
 def follow(url: str, job_id: str, out: list[tuple[str, dict]]) -> None:
     """Collect a job's server-sent events until the stream ends."""
-    name = None
     with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", timeout=httpx.Timeout(30, read=120)) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                out.append((name, json.loads(line.split(":", 1)[1])))
+        for event in read_events(r.iter_lines()):
+            out.append(event)
 
 
 def formula_text(model: dict) -> str:

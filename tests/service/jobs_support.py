@@ -1,10 +1,12 @@
 """Helpers shared by the job, worker and end-to-end tests: settings overrides for fast workers, rows
-inserted through the ORM (as another process would), problem+json assertions, tiny pipelines."""
+inserted through the ORM (as another process would), problem+json assertions, tiny pipelines, the
+events of a server-sent event stream."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -67,10 +69,18 @@ def assert_problem(response, status: int, field: str | None = None) -> dict:
 
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+    return value
+
+
+def read_events(lines: Iterable[str]) -> Iterator[tuple[str | None, dict]]:
+    """(event, data) pairs of a server-sent event stream read line by line, as they arrive."""
+    name = None
+    for line in lines:
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            yield name, json.loads(line.split(":", 1)[1])

@@ -10,18 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import (
-    PNG_SIGNATURE,
-    SEED_EXPRESSION,
-    Server,
-    assert_predictions,
-    assert_solution,
-    create_dataset,
-    follow,
-    formula_text,
-    submit,
-    wait_final,
-)
+from e2e_support import (PNG_SIGNATURE, SEED_EXPRESSION, Server, assert_predictions, assert_solution, create_dataset,
+                         follow, formula_text, submit, wait_final)
 from jobs_support import tiny_pipeline
 
 

@@ -3,7 +3,6 @@ inserted through the ORM, worker-side transitions driven through service.jobs as
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import threading
 from collections import Counter
@@ -14,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from jobs_support import FAST, assert_problem, insert_dataset, tiny_pipeline
+from jobs_support import FAST, assert_problem, insert_dataset, read_events, tiny_pipeline
 from kan_core import io as kan_io
 from kan_core.model import KAN
 from kan_core.pipeline import PipelineConfig
@@ -383,15 +382,9 @@ def test_overdue_job_is_failed_by_the_reaper(client, session_factory, settings, 
 
 
 def _events(client: TestClient, job_id: str) -> list[tuple[str, dict]]:
-    events, name = [], None
     with client.stream("GET", f"/v1/jobs/{job_id}/events") as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((name, json.loads(line.split(":", 1)[1])))
-    return events
+        return list(read_events(r.iter_lines()))
 
 
 def test_progress_history_and_events_follow_the_job(client, session_factory, dataset_id):
