@@ -21,7 +21,7 @@ import sympy
 import torch
 from scipy.spatial import cKDTree
 
-from kan_core.constants import round_constants
+from kan_core.constants import refit_constants, round_constants
 from kan_core.data import Dataset
 from kan_core.formula import clean_constants, evaluate_formula
 
@@ -119,7 +119,7 @@ def noise_floor(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np
 def round_to_noise(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y: np.ndarray,
                    sigma: float) -> sympy.Expr:
     """``expr`` with constants that keep only the digits noise of std ``sigma`` allows: snapped to
-    simple numbers (`clean_constants`, loosest tolerance first) or rounded (`round_constants`)
+    simple numbers (`clean_constants`, loosest tolerance first, the others refitted) or rounded (`round_constants`)
     while the RMSE on ``(x, y)`` grows by at most two standard errors of the fitted constants
     (RMSE² within ``4 sigma² p / N`` of the unrounded one, ``p`` constants)."""
     floats = expr.atoms(sympy.Float)
@@ -137,7 +137,9 @@ def round_to_noise(expr: sympy.Expr, var_names: Sequence[str], x: np.ndarray, y:
     for tol in SNAP_TOLS:
         try:
             snapped = clean_constants(expr, digits=17, tol=tol)
-        except (ValueError, TypeError, ArithmeticError, RecursionError):
+            if snapped.atoms(sympy.Float):  # the constants left take up what the snapped ones gave
+                snapped = refit_constants(snapped, var_names, x, y).expr
+        except (ValueError, TypeError, ArithmeticError, RecursionError, np.linalg.LinAlgError):
             continue
         if snapped != expr and err(snapped) <= limit:
             expr = snapped

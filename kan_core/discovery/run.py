@@ -22,7 +22,7 @@ import numpy as np
 import sympy
 import torch
 
-from kan_core.constants import round_constants, sharpen_constants
+from kan_core.constants import refit_constants, round_constants, sharpen_constants
 from kan_core.data import Dataset
 from kan_core.discovery.records import (
     CandidateResult,
@@ -185,14 +185,20 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
 
 def _fewest_terms(x, y, names: tuple[str, ...], max_terms: int, stop: Callable[[], bool], until: float):
     """On noisy data: `fit_sparse` again with at most 1, 2, ... terms (fewer than ``max_terms``)
-    until a fit's residual is white noise (`kan_core.validation.noise_floor`); the simplest such fit,
-    or None by ``until``. More terms than that would fit the noise."""
+    until a fit's residual (constants refitted on y) is white noise (`kan_core.validation.noise_floor`);
+    the simplest such fit, or None by ``until``. More terms than that would fit the noise."""
     for k in range(1, max_terms):
         left = until - time.monotonic()
         if stop() or left <= 0:
             break
-        floor = [f for f in fit_sparse(x, y, names, max_terms=k, should_stop=stop, max_seconds=left)
-                 if noise_floor(f.expr, names, x, y) is not None]
+        floor = []
+        for fit in fit_sparse(x, y, names, max_terms=k, should_stop=stop, max_seconds=left):
+            try:  # a fit through a target transform is biased by the noise: refitted on y itself first
+                fit = replace(fit, expr=refit_constants(fit.expr, names, x, y).expr)
+            except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError):
+                continue
+            if noise_floor(fit.expr, names, x, y) is not None:
+                floor.append(fit)
         if floor:
             return min(floor, key=lambda f: f.complexity)
     return None
