@@ -3,7 +3,8 @@
 - `make_settings(**overrides)`: a Settings on a fresh SQLite file under the test's tmp_path, read from
   neither `.env` nor a KAN_DATABASE_URL in the environment.
 - `settings`, `app`, `client` (a TestClient with the app's lifespan running), `session_factory`,
-  `session`: the defaults built from them; override `settings` in a test module to change limits.
+  `session`: the defaults built from them. A test module changes the settings with a module-level
+  `SETTINGS = {...}` of overrides, or by overriding the `settings` fixture.
 - PostgreSQL and Redis (tests marked `postgres` / `redis`, skipped when the server is unreachable; see
   backends.py): `postgres_server` (creates databases, drops them at the end of the session),
   `postgres_url` (this session's database, migrated), `postgres_db` (the same, emptied for the test),
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from fastapi import FastAPI
@@ -27,6 +28,8 @@ from service.app import create_app
 from service.config import Settings
 from service.db import make_engine
 
+T = TypeVar("T")
+
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
@@ -38,8 +41,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings()
+def settings(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(**getattr(request.module, "SETTINGS", {}))
 
 
 @pytest.fixture
@@ -64,17 +67,22 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
         yield db_session
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    pytest.importorskip("psycopg")
+def _reachable(driver: str, connect: Callable[[], T], release: Callable[[T], None]) -> Iterator[T]:
+    """`connect()`'s server, released after the test; the test is skipped without `driver` or the server."""
+    pytest.importorskip(driver)
     try:
-        server = PostgresServer()
+        live = connect()
     except Unreachable as exc:
         pytest.skip(str(exc))
     try:
-        yield server
+        yield live
     finally:
-        server.close()
+        release(live)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    yield from _reachable("psycopg", PostgresServer, PostgresServer.close)
 
 
 @pytest.fixture(scope="session")
@@ -96,12 +104,4 @@ def postgres_db(postgres_url: str) -> str:
 
 @pytest.fixture
 def broker() -> Iterator[BrokerNamespace]:
-    pytest.importorskip("redis")
-    try:
-        namespace = BrokerNamespace()
-    except Unreachable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield namespace
-    finally:
-        namespace.purge()
+    yield from _reachable("redis", BrokerNamespace, BrokerNamespace.purge)

@@ -15,11 +15,7 @@ from service.worker.local import WorkerPool
 
 WAIT_S = 300  # a loaded 2-core machine runs a product candidate in ~15 s
 FINAL = ("succeeded", "failed", "cancelled")
-
-
-@pytest.fixture
-def settings(make_settings):
-    return make_settings(**FAST)
+SETTINGS = FAST  # the conftest's `settings`: workers that notice jobs and beat quickly
 
 
 @pytest.fixture

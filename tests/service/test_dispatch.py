@@ -35,9 +35,7 @@ class RecordingExecutor(Executor):
             self.sent.append((job_id, queue))
 
 
-@pytest.fixture
-def settings(make_settings):
-    return make_settings(**FAST)
+SETTINGS = FAST  # the conftest's `settings`: workers that notice jobs and beat quickly
 
 
 @pytest.fixture

@@ -22,11 +22,7 @@ from service.worker.local import WorkerPool
 from service.worker.runner import ProgressReporter, StopSignal
 
 JOB_WAIT_S = 300  # a hang bound: jobs here take seconds, more on a loaded machine
-
-
-@pytest.fixture
-def settings(make_settings):
-    return make_settings(**FAST)
+SETTINGS = FAST  # the conftest's `settings`: workers that notice jobs and beat quickly
 
 
 @pytest.fixture
