@@ -64,22 +64,15 @@ def test_upload_discover_and_watch(live: LiveService, browser: Browser, tmp_path
     steps.send_keys("30")
     browser.one("#discover-submit").click()
     browser.wait(lambda d: "/ui/discoveries/dsc_" in d.current_url, "the discovery page")
-    progress = browser.one("#progress")
-    first = int(progress.get_attribute("value"))
-    total = int(progress.get_attribute("max"))
-    assert first < total  # just started: the progress has room to move
-    seen: set[int] = {first}
-
-    def chosen(driver) -> bool:
-        for bar in browser.find("#progress"):
-            try:
-                seen.add(int(bar.get_attribute("value")))
-            except Exception:  # the page reloads when the search ends
-                pass
-        return bool(browser.find("#chosen .katex"))
-
-    browser.wait(chosen, "the chosen formula, typeset")
-    assert max(seen) > first, seen  # the progress moved while we watched
+    # How far the search is when the page first draws depends on the machine's speed (the sparse
+    # candidate can finish within a second), so the test checks where the progress ends, not that it
+    # was caught moving: the live stream's growth is the job page test's (a job cancelled mid-run).
+    browser.one("#progress")
+    browser.wait(lambda d: bool(browser.find("#chosen .katex")), "the chosen formula, typeset")
+    bar = browser.one("#progress")
+    done, total = int(bar.get_attribute("value")), int(bar.get_attribute("max"))
+    assert 1 <= done <= total, (done, total)
+    assert browser.find('#candidates tbody tr[data-status="succeeded"]')
     assert browser.find("#copy-text")[0].get_attribute("value")
     assert "def y(" in browser.find("#copy-python")[0].get_attribute("value")
     assert browser.find("#front tbody tr")
