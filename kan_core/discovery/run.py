@@ -114,7 +114,7 @@ def run_candidate(
                 break
             run = continue_pipeline(dataset, head, _retuned(tail, weight), on_progress=progress,
                                     should_stop=stop) if tail else head
-            variants.append(finish(_evaluate(run, dataset, names, result)))
+            variants.append(finish(_evaluate(run, dataset, names, result, stop)))
             if not tail:
                 break
     except TrainingCancelled:
@@ -165,8 +165,8 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
         if variants and stop():
             break
         try:
-            expr = (sharpen_constants(polish_formula(fit.expr, names, dataset), names, x, y) if fit.exact
-                    else round_constants(fit.expr, names, x, y))
+            expr = (sharpen_constants(polish_formula(fit.expr, names, dataset, should_stop=stop), names, x, y)
+                    if fit.exact else round_constants(fit.expr, names, x, y))
             metrics = formula_metrics(expr, names, dataset)
         except (ValueError, TypeError, ArithmeticError, RecursionError):
             continue
@@ -221,7 +221,7 @@ def _run_structure(dataset: Dataset, spec: CandidateSpec, names: tuple[str, ...]
                             seed=spec.pipeline.model.seed, on_progress=on_progress)
         if out.expr is None:
             return result("no_formula", structure=out.tree)
-        expr = sharpen_constants(polish_formula(out.expr, names, dataset), names, x, y)
+        expr = sharpen_constants(polish_formula(out.expr, names, dataset, should_stop=stop), names, x, y)
         metrics = formula_metrics(expr, names, dataset)
     except TrainingCancelled:  # cancelled only when the caller asked; the family's own limit is a timeout
         return result("cancelled" if stop() and not timed_out[0] else "timeout")
@@ -244,14 +244,15 @@ def _retuned(tail: tuple, weight: float | None) -> tuple:
     return (first, *tail[1:])
 
 
-def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], result) -> CandidateResult:
+def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], result,
+              stop: Callable[[], bool]) -> CandidateResult:
     net_rmse = _network_rmse(run, dataset)
     if not run.formulas:
         return result("no_formula", network_test_rmse=net_rmse)
     try:
         x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
         y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
-        expr = sharpen_constants(polish_formula(run.formulas[0], names, dataset), names, x, y)
+        expr = sharpen_constants(polish_formula(run.formulas[0], names, dataset, should_stop=stop), names, x, y)
         metrics = formula_metrics(expr, names, dataset)
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return result("failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], network_test_rmse=net_rmse)

@@ -60,7 +60,8 @@ def _function_count(expr: sympy.Expr) -> int:
     return sum(1 for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function))
 
 
-def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset | None = None) -> sympy.Expr:
+def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset | None = None, *,
+                   should_stop: Callable[[], bool] | None = None) -> sympy.Expr:
     """The simplest of a few equivalent forms of ``expr``: fewest applied functions first (so
     ``tanh(atanh(a) + atanh(b))`` becomes ``(a + b)/(a*b + 1)``, ``exp(log(a) - log(b))`` ``a/b`` and
     ``exp(2*atanh(1 - 2/(m + 1)))`` ``m``), then lowest `formula_complexity`; a rewrite may grow the
@@ -70,13 +71,16 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
     Variables whose values are all > 0 in ``dataset`` (both splits) are treated as positive while
     rewriting, so ``log(a) - log(b)`` may become ``log(a/b)`` and ``sqrt(c**2)`` ``c``; a rewrite
     is kept only when it agrees with ``expr`` on the test inputs (relative 1e-9). Size-guarded.
+    ``should_stop()`` is asked before each step: once True, the best form so far is returned, so a
+    cancel or a deadline waits for one sympy rewrite at most.
     """
+    stopped = should_stop if should_stop is not None else (lambda: False)
     if not isinstance(expr, sympy.Basic):
         raise ValueError(f"expected a sympy expression, got {type(expr).__name__}")
-    if dataset is not None:  # junk that is constant on the data, trig identities, judge-readable forms
+    if dataset is not None and not stopped():  # junk constant on the data, trig identities, judge-readable forms
         expr = clean_formula(expr, list(var_names), dataset.test_input.detach().to("cpu", torch.float64).numpy(),
                              dataset.test_label.detach().to("cpu", torch.float64).numpy()[:, 0])
-    if sympy.count_ops(expr) > MAX_POLISH_OPS or _function_count(expr) > MAX_POLISH_FUNCTIONS:
+    if stopped() or sympy.count_ops(expr) > MAX_POLISH_OPS or _function_count(expr) > MAX_POLISH_FUNCTIONS:
         return expr
     names = list(var_names)
     positive: list[str] = []
@@ -106,6 +110,8 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
     best, best_key = expr, (_function_count(expr), size0)
     ref = evaluate_formula(expr, names, x_test) if x_test is not None else None
     for rewrite in rewrites:
+        if stopped():
+            break
         try:
             out = rewrite(e).xreplace(back)
             forms = [out, tidy_formula(out, simplify=False)]  # as rewritten, and with constants snapped
@@ -128,6 +134,6 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
             ref is None or np.allclose(evaluate_formula(tidy, names, x_test), ref, rtol=1e-6)
         ):
             best = tidy
-    if x_test is not None:  # forms the judge's sign-less sympy compares (sqrt(a*b), 1/(1 + exp(-u)))
+    if x_test is not None and not stopped():  # forms the judge's sign-less sympy compares (sqrt(a*b), 1/(1 + exp(-u)))
         best = canonical_forms(best, names, x_test)
     return best

@@ -58,3 +58,21 @@ def test_a_pipeline_cancelled_inside_auto_symbolic_raises_there() -> None:
     stop = StopAfter(3)  # past the stage boundary check, inside the first layer's fit
     with pytest.raises(TrainingCancelled, match="symbolic fitting cancelled"):
         run_pipeline(data, config, should_stop=stop)
+
+
+def test_polish_formula_asks_between_rewrites_and_keeps_the_best_so_far() -> None:
+    """A cancel or deadline during formula simplification waits for one sympy rewrite at most:
+    stopped at once, the formula comes back as given; never stopped, the rewrites run (and ask
+    before each one)."""
+    import sympy
+
+    from kan_core.discovery import polish_formula
+
+    a, b = sympy.symbols("a b")
+    messy = (a**2 - b**2) / (a - b)
+    data = make_dataset(lambda x: x[:, :1] + x[:, 1:], n_var=2, ranges=(1, 2), n_train=32, n_test=32, seed=0)
+    assert polish_formula(messy, ["a", "b"], data, should_stop=lambda: True) == messy
+    counting = StopAfter(10**6)
+    polished = polish_formula(messy, ["a", "b"], data, should_stop=counting)
+    assert polished == a + b
+    assert counting.calls >= 5  # before cleaning, before the rewrites and before each of them
