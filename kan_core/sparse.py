@@ -5,7 +5,7 @@ A cheap first guess for formulas that are short sums of library terms (``x**3 + 
 (through ``1/y``), roots of sums (``y**2``, ``1/y**2``) and low-degree rationals ``P/Q``
 (linearised: ``y = P - y*(Q - 1)``, columns ``y*q_k``). No network is trained: the dictionary's
 columns (`kan_core.sparse_terms`) are scaled to unit norm and the support is chosen by a beam
-search of forward selection with orthogonal projections (SINDy-like, but exact subsets of up to
+search (`kan_core.sparse_search`) of forward selection with orthogonal projections (SINDy-like, but exact subsets of up to
 ``max_terms`` terms, which thresholded least squares misses on correlated columns such as x and
 x**3); the coefficients of the chosen support are then refitted on all rows, snapped to simple
 numbers where that costs nothing, and the formula is mapped back through the target transform.
@@ -22,18 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import sympy
 
 from kan_core import metrics
 from kan_core.formula import evaluate_formula, formula_complexity
+from kan_core.sparse_search import beam_search, stlsq_mixed
 from kan_core.sparse_terms import Dictionary, build_dictionary, nice_number
 
 EXACT_REL_RMSE = 1e-7  # rmse / std(y) below this on the training rows: the formula is taken as exact
 MAX_ROWS = 2000  # rows fitted (evenly spaced when there are more; the caller measures on all of them)
-SELECT_ROWS = 400  # rows used by the support search (evenly spaced); refits use every row
-STLSQ_MAX_COLUMNS = 250  # thresholded least squares only on dictionaries up to this wide
-MIN_PROJECTED_NORM = 1e-7  # a column this close to the span of the chosen ones is skipped
 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
 TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh")
@@ -109,10 +106,10 @@ def fit_sparse(
             if target is None:
                 continue
             cols = _columns(full, tier, name, X, symbols, y)
-            supports = _beam_search(cols.values, target.t, max_terms, beam, stop)
+            supports = beam_search(cols.values, target.t, max_terms, beam, stop)
             raws = [r for s in supports if (r := _refit(cols, s, target, y)) is not None]
             if not any(r.rmse <= tol for r in raws) and not stop():
-                raws += [r for s in _stlsq_mixed(cols, supports, target.t, max_terms) if (r := _refit(cols, s, target, y))]
+                raws += [r for s in stlsq_mixed(cols, supports, target.t, max_terms) if (r := _refit(cols, s, target, y))]
             for r in raws:
                 found.setdefault((name, r.support, tier), r)
             if any(r.rmse <= tol for r in raws):
@@ -175,156 +172,6 @@ def _columns(full: Dictionary, tier: int, name: str, X: np.ndarray, symbols: lis
 
 def _log_index(full: Dictionary) -> list[int]:
     return [j for j, e in enumerate(full.exprs) if isinstance(e, sympy.log) and e.args[0].is_Symbol]
-
-
-# ----------------------------------------------------------------------------------------------
-# support search
-
-
-def _prepare(A: np.ndarray, t: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``rows`` of A and t, centred (the constant is always in the model), columns scaled to
-    unit norm; ``ok``: the columns that are not constant."""
-    A = A[rows] - A[rows].mean(axis=0)
-    t = t[rows] - t[rows].mean()
-    norms = np.linalg.norm(A, axis=0)
-    ok = norms > 1e-12 * (1.0 + norms.max(initial=0.0))
-    return np.where(ok, A / np.where(ok, norms, 1.0), 0.0), t, ok
-
-
-def _beam_search(
-    A: np.ndarray, t: np.ndarray, max_terms: int, beam: int, stop: Callable[[], bool]
-) -> list[tuple[int, ...]]:
-    """Supports (sorted column indices) of sizes 1..max_terms with small least-squares residual
-    for ``t ~ c_0 + A[:, S] c`` on at most SELECT_ROWS rows: the best of each size along a beam of
-    forward-selection paths (each path keeps A projected off its chosen columns); stops after the
-    first size that fits t to rounding error."""
-    n = A.shape[0]
-    rows = np.linspace(0, n - 1, min(n, SELECT_ROWS)).round().astype(int)
-    A, t, ok = _prepare(A, t, rows)
-    tss = float(t @ t)
-    if tss <= 1e-300 or A.shape[1] == 0:
-        return []
-    # a state: (support, A projected off the support's span, the squared norms of those columns, residual)
-    states: list[tuple[tuple[int, ...], np.ndarray, np.ndarray, np.ndarray]] = [((), A, ok.astype(float), t)]
-    found: list[tuple[int, ...]] = []
-    for _ in range(max_terms):
-        if stop() or not states:
-            break
-        pool: dict[tuple[int, ...], tuple[float, int, int]] = {}
-        for s, (support, P, pn2, r) in enumerate(states):
-            valid = ok & (pn2 > MIN_PROJECTED_NORM**2)
-            valid[list(support)] = False
-            score = np.where(valid, (r @ P) ** 2 / np.where(valid, pn2, 1.0), -1.0)
-            k = min(beam, int(valid.sum()))
-            for j in np.argpartition(-score, k - 1)[:k] if k else []:
-                key = tuple(sorted((*support, int(j))))
-                rss = float(r @ r) - float(score[j])
-                if key not in pool or rss < pool[key][0]:
-                    pool[key] = (rss, s, int(j))
-        new = []
-        for key, (_, s, j) in sorted(pool.items(), key=lambda kv: kv[1][0])[:beam]:
-            _, P, pn2, r = states[s]
-            q = P[:, j] / np.linalg.norm(P[:, j])  # (R,) the new direction
-            qP = q @ P  # (D,)
-            new.append((key, P - np.outer(q, qP), pn2 - qP**2, r - q * (q @ r)))
-        states = new
-        if not states:
-            break
-        found.append(states[0][0])
-        if float(states[0][3] @ states[0][3]) <= 1e-20 * tss:
-            return found
-    # no exact path: swap moves on each support (a wrong early pick stays on every forward path)
-    refined = [s for s in (_swap(A, t, ok, s, stop) for s in found if len(s) >= 2) if s not in found]
-    return found + refined
-
-
-def _best_addition(A: np.ndarray, t: np.ndarray, ok: np.ndarray, base: list[int]) -> tuple[float, int]:
-    """(residual sum of squares, column) of the best column to add to ``base``; (inf, -1) if none."""
-    if base:
-        Q = np.linalg.qr(A[:, base])[0]  # (R, k)
-        P, r = A - Q @ (Q.T @ A), t - Q @ (Q.T @ t)
-    else:
-        P, r = A, t
-    pn2 = np.einsum("ij,ij->j", P, P)
-    valid = ok & (pn2 > MIN_PROJECTED_NORM**2)
-    valid[base] = False
-    if not valid.any():
-        return math.inf, -1
-    score = np.where(valid, (r @ P) ** 2 / np.where(valid, pn2, 1.0), -1.0)
-    j = int(np.argmax(score))
-    return float(r @ r) - float(score[j]), j
-
-
-def _swap(A: np.ndarray, t: np.ndarray, ok: np.ndarray, support: tuple[int, ...],
-          stop: Callable[[], bool], rounds: int = 3) -> tuple[int, ...]:
-    """``support`` after swap moves (drop one column, add the best other one) while they lower the
-    residual, at most ``rounds`` passes."""
-    best = list(support)
-    best_rss = _best_addition(A, t, ok, best[:-1])[0] if len(best) > 1 else math.inf
-    for _ in range(rounds):
-        improved = False
-        for i in range(len(best)):
-            if stop():
-                return tuple(sorted(best))
-            base = best[:i] + best[i + 1:]
-            rss, j = _best_addition(A, t, ok, base)
-            if j >= 0 and j != best[i] and rss < best_rss * (1 - 1e-9):
-                best, best_rss, improved = base + [j], rss, True
-                break
-        if not improved:
-            break
-    return tuple(sorted(best))
-
-
-def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int) -> list[tuple[int, ...]]:
-    """Sequentially thresholded least squares (SINDy), for the case where the whole dictionary
-    fits t exactly but forward selection took a wrong first step: from the full least-squares fit,
-    drop the columns with small scaled coefficients while the fit stays exact. [] unless an exact
-    support of at most ``max_terms`` columns comes out (or when the dictionary is too wide)."""
-    n, d = A.shape
-    if d == 0 or d > STLSQ_MAX_COLUMNS or 1.5 * d > n:
-        return []
-    rows = np.linspace(0, n - 1, min(n, max(SELECT_ROWS, int(1.5 * d)))).round().astype(int)
-    A, t, ok = _prepare(A, t, rows)
-    limit = 1e-20 * float(t @ t)
-    keep = np.flatnonzero(ok)
-    coef = _lstsq(A[:, keep], t)
-    r = t - A[:, keep] @ coef
-    if float(r @ r) > limit:
-        return []
-    for thr in (1e-10, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1):
-        small = np.abs(coef) < thr * np.abs(coef).max()
-        if not small.any():
-            continue
-        trial = keep[~small]
-        c = _lstsq(A[:, trial], t)
-        r = t - A[:, trial] @ c
-        if float(r @ r) > limit:
-            break
-        keep, coef = trial, c
-    return [tuple(int(j) for j in keep)] if 0 < len(keep) <= max_terms else []
-
-
-def _stlsq_mixed(cols: Dictionary, supports: list[tuple[int, ...]], t: np.ndarray,
-                 max_terms: int) -> list[tuple[int, ...]]:
-    """`_stlsq` on the whole dictionary where it is narrow enough; otherwise on its simplest terms
-    plus every column the forward search picked: ``I1 + I2 + 2*sqrt(I1*I2)*cos(d)``, where the
-    search finds the cosine term but approximates ``I1 + I2`` by other products."""
-    if cols.values.shape[1] <= STLSQ_MAX_COLUMNS:
-        return _stlsq(cols.values, t, max_terms)
-    picked = sorted({j for s in supports for j in s})
-    low = np.flatnonzero(cols.tiers <= 1)
-    if len(low) + len(picked) > STLSQ_MAX_COLUMNS:
-        low = np.flatnonzero(cols.tiers == 0)
-    sub = np.union1d(low, np.array(picked, dtype=int))
-    if len(sub) > STLSQ_MAX_COLUMNS:
-        return []
-    return [tuple(int(sub[k]) for k in s) for s in _stlsq(cols.values[:, sub], t, max_terms)]
-
-
-def _lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Least squares by pivoted QR (LAPACK gelsy: several times faster than numpy's SVD here)."""
-    return scipy.linalg.lstsq(A, t, lapack_driver="gelsy", check_finite=False)[0]
 
 
 # ----------------------------------------------------------------------------------------------
