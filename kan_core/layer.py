@@ -11,34 +11,26 @@ The spline edges of a layer are one matrix product. With the per-input features
 and the per-edge weights  W_ij = m_ij * [scale_base_ij, scale_sp_ij * coef_ij]  stored output-major
 as Wt (O, I, K+1), m = mask * (1 - sym_mask), the layer output is one GEMM,
 y = (Wt.reshape(O, I*(K+1)) @ Ft.reshape(I*(K+1), B)).T: no (B, I, O) tensor on the hot path.
-Symbolic edges are few; they are grouped by function and evaluated only where set.
+Symbolic edges are few; they are grouped by function and evaluated only where set
+(`kan_core.symbolic_edges`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from kan_core import spline
 from kan_core.functions import SymbolicFunction
-from kan_core.functions import get as get_function
 from kan_core.spline_edges import FixedFeatures, SplineEdges, SplineWeights, std_from_cov
+from kan_core.symbolic_edges import IDENTITY_AFFINE, SymbolicEdges, SymbolicEdgesMixin
 
-IDENTITY_AFFINE = (1.0, 0.0, 1.0, 0.0)
-
-
-class _SymbolicEdges(NamedTuple):
-    """A layer's symbolic edges ``ii[e] -> jj[e]``, sorted by function: edges ``lo:hi`` use ``fn``."""
-
-    ii: torch.Tensor  # (n,)
-    jj: torch.Tensor  # (n,)
-    spans: list[tuple[SymbolicFunction, int, int]]  # (fn, lo, hi)
+__all__ = ["IDENTITY_AFFINE", "KANLayer"]
 
 
-class KANLayer(nn.Module):
+class KANLayer(SymbolicEdgesMixin, nn.Module):
     """A layer of ``in_dim x out_dim`` learnable edges (see the module docstring).
 
     Initialisation (the KAN paper's, as in pykan 0.2.8):
@@ -134,7 +126,7 @@ class KANLayer(nn.Module):
         self._mask_key: tuple | None = None
         self._mask = torch.empty(0)
         self._any_spline = True
-        self._sym_edges: _SymbolicEdges | None = None
+        self._sym_edges: SymbolicEdges | None = None
         self._sym_edges_stale = True
         self._fixed: list[FixedFeatures] | None = None  # None: fixed-input cache off
 
@@ -297,86 +289,6 @@ class KANLayer(nn.Module):
             raise ValueError(f"need a batch of at least {min_batch} samples, got {x.shape[0]}")
 
     # ------------------------------------------------------------------------------------------
-    # symbolic edges
-
-    def set_symbolic(
-        self,
-        i: int,
-        j: int,
-        name: SymbolicFunction | str,
-        affine: Sequence[float] = IDENTITY_AFFINE,
-    ) -> None:
-        """Make edge ``i -> j`` the symbolic function ``c * f(a*x + b) + d``, ``affine = (a, b, c, d)``.
-
-        ``name`` is a `SymbolicFunction` (custom ones allowed) or a name in ``kan_core.functions``.
-        The layer keeps the function object under its name: a later function with the same name
-        replaces it for every edge of this layer.
-        """
-        self._check_edge(i, j)
-        fn = get_function(name) if isinstance(name, str) else name
-        if not isinstance(fn, SymbolicFunction):
-            raise ValueError(f"expected a SymbolicFunction or a function name, got {type(name).__name__}")
-        aff = torch.as_tensor(affine, dtype=self.sym_affine.dtype).reshape(-1)
-        if aff.numel() != 4 or not bool(torch.isfinite(aff).all()):
-            raise ValueError(f"affine must be 4 finite numbers (a, b, c, d), got {affine!r}")
-        with torch.no_grad():
-            self.sym_affine[i, j] = aff.to(self.sym_affine.device)
-            self.sym_mask[i, j] = 1.0
-        self.sym_names[i][j] = fn.name
-        self._sym_fns[fn.name] = fn
-        self._sym_edges_stale = True
-
-    def clear_symbolic(self, i: int, j: int) -> None:
-        """Turn edge ``i -> j`` back into a spline edge (its coefficients were kept meanwhile)."""
-        self._check_edge(i, j)
-        with torch.no_grad():
-            self.sym_affine[i, j] = torch.tensor(IDENTITY_AFFINE, dtype=self.sym_affine.dtype)
-            self.sym_mask[i, j] = 0.0
-        self.sym_names[i][j] = ""
-        self._sym_edges_stale = True
-
-    def symbolic_function(self, i: int, j: int) -> SymbolicFunction | None:
-        """The function object of edge ``i -> j``, None for a spline edge."""
-        self._check_edge(i, j)
-        name = self.sym_names[i][j]
-        return self._sym_fns[name] if name else None
-
-    def _symbolic_edges(self, device: torch.device) -> _SymbolicEdges | None:
-        """The symbolic edges grouped by function, None if there are none; cached."""
-        if self._sym_edges_stale or (self._sym_edges is not None and self._sym_edges.ii.device != device):
-            by_fn: dict[str, list[tuple[int, int]]] = {}
-            for i, row in enumerate(self.sym_names):
-                for j, name in enumerate(row):
-                    if name:
-                        by_fn.setdefault(name, []).append((i, j))
-            pairs = [ij for edges in by_fn.values() for ij in edges]
-            spans, start = [], 0
-            for name, edges in by_fn.items():
-                spans.append((self._sym_fns[name], start, start + len(edges)))
-                start += len(edges)
-            self._sym_edges = _SymbolicEdges(
-                torch.tensor([i for i, _ in pairs], dtype=torch.long, device=device),
-                torch.tensor([j for _, j in pairs], dtype=torch.long, device=device),
-                spans,
-            ) if pairs else None
-            self._sym_edges_stale = False
-        return self._sym_edges
-
-    def _symbolic_values(self, x: torch.Tensor, edges: _SymbolicEdges) -> torch.Tensor:
-        """``mask_ij * (c f(a x_i + b) + d)`` of every symbolic edge: ``(B, n)``."""
-        a, b, c, d = self.sym_affine[edges.ii, edges.jj].unbind(-1)  # each (n,)
-        z = x[:, edges.ii] * a + b  # (B, n)
-        if len(edges.spans) == 1:
-            f = edges.spans[0][0].torch(z)
-        else:
-            f = torch.cat([fn.torch(z[:, lo:hi]) for fn, lo, hi in edges.spans], dim=1)
-        return (f * c + d) * self.mask[edges.ii, edges.jj]
-
-    def _check_edge(self, i: int, j: int) -> None:
-        if not (0 <= i < self.in_dim and 0 <= j < self.out_dim):
-            raise ValueError(f"edge ({i}, {j}) out of range for a {self.in_dim} x {self.out_dim} layer")
-
-    # ------------------------------------------------------------------------------------------
     # grids
 
     @torch.no_grad()
@@ -443,10 +355,6 @@ class KANLayer(nn.Module):
         state = {n: v.detach().clone() if isinstance(v, torch.Tensor) else v for n, v in state.items()}
         names = [list(row) for row in self.sym_names]
         return KANLayer._from_state(**state, sym_names=names, sym_fns=self._used_functions(names))
-
-    def _used_functions(self, names: list[list[str]]) -> dict[str, SymbolicFunction]:
-        used = {n for row in names for n in row if n}
-        return {n: f for n, f in self._sym_fns.items() if n in used}
 
     # ------------------------------------------------------------------------------------------
     # pruning
