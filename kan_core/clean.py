@@ -11,15 +11,14 @@ forms that sympy cannot compare with the textbook one (``1/sqrt(m**-2 - v**2/(c*
 2. `trig_rewrites`: a few targeted sympy rewrites (fu's TR rules: power reduction, product to
    sum, sum to angle; expand_trig), only on small expressions (they are polynomial-time
    rewrites, unlike trigsimp, which hung on formulas of ~20 operations);
-3. `readable_forms`: hyperbolic functions through exp when not longer, ``exp(y*log(x)) -> x**y``,
-   and a positive term pulled out of the sum under a square root (``sqrt(a**2 - b) -> a*sqrt(1 -
-   b/a**2)``).
-
-`canonical_forms` (run last, after discovery's own rewrites) writes what sympy cannot compare
-without positivity the way formulas are usually written: roots of a product joined
-(``sqrt(a)*sqrt(b) -> sqrt(a*b)``), a logistic through exp (``tanh(u)/2 + 1/2 -> 1/(1 +
-exp(-2u))``), a log of a ratio with a positive sign (``-k*log(a/b) -> k*log(b/a)``) and a log of
-a polynomial that factors as a sum of logs (``log(x**3 + x**2 + x + 1) -> log(x + 1) + log(x**2 + 1)``).
+3. `judge_forms`: the one home of the "forms the judge reads" rule. The judge's sympy has
+   sign-less symbols, so it cannot compare what needs positivity; on the data we know the signs,
+   and write such parts the way formulas are usually written: hyperbolic functions through exp
+   when not longer, ``exp(y*log(x)) -> x**y``, a positive term pulled out of a root's sum
+   (``sqrt(a**2 - b) -> a*sqrt(1 - b/a**2)``), roots of a product joined (``sqrt(a)*sqrt(b) ->
+   sqrt(a*b)``), a logistic through exp (``tanh(u)/2 + 1/2 -> 1/(1 + exp(-2u))``), a log of a ratio
+   with a positive sign (``-k*log(a/b) -> k*log(b/a)``), a log of a factoring polynomial as a sum
+   of logs. Discovery runs it again last, after its own rewrites.
 
 Every step is kept only when the result agrees with the input on the data (relative 1e-9) and is
 not more complex; nothing here prints, reads files or parses text.
@@ -41,6 +40,7 @@ MAX_TRIG_OPS = 60  # trigonometric rewrites only up to this many operations...
 MAX_TRIG_FUNCTIONS = 8  # ...and this many trigonometric functions
 MAX_ROWS = 2000  # rows the rewrites are checked on
 AGREE_RTOL = 1e-9  # a rewrite must reproduce the formula's values to this relative tolerance
+MAX_FORM_GROWTH = 3  # a judge-readable form may be this many tree nodes longer than the formula
 
 
 class _Data:
@@ -96,14 +96,14 @@ def _check_args(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> None:
 def clean_formula(
     expr: sympy.Expr, names: Sequence[str], X: np.ndarray, y: np.ndarray | None = None, *, rtol: float = 1e-9,
 ) -> sympy.Expr:
-    """`collapse_constants`, `trig_rewrites` and `readable_forms` on ``expr`` (over plain
+    """`collapse_constants`, `trig_rewrites` and `judge_forms` on ``expr`` (over plain
     symbols ``names``; ``X (N, n)`` the data's inputs, ``y (N,)`` its target if known)."""
     _check_args(expr, names, X)
     if formula_complexity(expr) > MAX_CLEAN_NODES or not expr.free_symbols:
         return expr
     out = collapse_constants(expr, names, X, y, rtol=rtol)
     out = trig_rewrites(out, names, X)
-    return readable_forms(out, names, X)
+    return judge_forms(out, names, X)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,31 +201,49 @@ def _trig_key(expr: sympy.Expr) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------------
-# 3. forms the judge's sympy can compare
+# 3. forms the judge's sympy can compare (one pass: `judge_forms`)
 
 
-def readable_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
-    """tanh/sinh/cosh written with exp when that is not longer (``tanh(x/2)/2 + 1/2 ->
-    exp(x)/(exp(x) + 1)``, which sympy compares with a logistic), and square roots of sums with a
-    positive term pulled out (`_pull_out_of_roots`); each kept only when it agrees on X."""
+def judge_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
+    """The forms the judge's sign-less sympy can compare with a textbook formula (module
+    docstring, step 3): each rewrite of `JUDGE_REWRITES` in turn, kept only when it agrees with
+    ``expr`` on X (relative 1e-9) and grows the tree by at most MAX_FORM_GROWTH nodes."""
     _check_args(expr, names, X)
+    if formula_complexity(expr) > MAX_CLEAN_NODES or not expr.free_symbols:
+        return expr
     data = _Data(expr, names, X, None, AGREE_RTOL)
+    if data.values(expr) is None:  # not finite on the data: nothing to check a rewrite against
+        return expr
+    positive = _positive_symbols(names, X)
     out = expr
-    if out.has(sympy.tanh, sympy.sinh, sympy.cosh) and sympy.count_ops(out) <= MAX_TRIG_OPS:
+    for rewrite in JUDGE_REWRITES:
         try:
-            cand = sympy.cancel(sympy.powsimp(out.rewrite(sympy.exp)))
-            if formula_complexity(cand) <= formula_complexity(out) + 2 and data.same(cand):
-                out = cand
-        except Exception:  # a failing rewrite leaves the formula as it was
-            pass
-    powers = out.replace(lambda n: isinstance(n, sympy.exp) and _one_log(n.args[0]) is not None,
-                         lambda n: _one_log(n.args[0])[0] ** _one_log(n.args[0])[1])  # exp(y*log(x)) -> x**y
-    if powers != out and data.same(powers):
-        out = powers
-    cand = _pull_out_of_roots(out, names, X)
-    if cand is not out and data.same(cand):
-        out = cand
+            cand = rewrite(out, positive)
+        except Exception:  # sympy raises assorted errors on odd inputs; that rewrite is skipped
+            continue
+        if cand != out and formula_complexity(cand) <= formula_complexity(out) + MAX_FORM_GROWTH and data.same(cand):
+            out = cand
     return out
+
+
+def _positive_symbols(names: Sequence[str], X: np.ndarray) -> dict[sympy.Symbol, sympy.Symbol]:
+    """Plain symbol -> positive symbol, for the variables positive on every row of X."""
+    X = np.asarray(X, dtype=np.float64)
+    return {sympy.Symbol(n): sympy.Symbol(n, positive=True) for i, n in enumerate(names) if bool((X[:, i] > 0).all())}
+
+
+def hyperbolic_as_exp(expr: sympy.Expr) -> sympy.Expr:
+    """tanh/sinh/cosh written with exp (``tanh(x/2)/2 + 1/2 -> exp(x)/(exp(x) + 1)``, which sympy
+    compares with a logistic); only on small expressions (cancel is polynomial algebra)."""
+    if not expr.has(sympy.tanh, sympy.sinh, sympy.cosh) or sympy.count_ops(expr) > MAX_TRIG_OPS:
+        return expr
+    return sympy.cancel(sympy.powsimp(expr.rewrite(sympy.exp)))
+
+
+def powers_from_exp_logs(expr: sympy.Expr) -> sympy.Expr:
+    """``exp(y*log(x)) -> x**y`` (valid for x > 0: the caller checks)."""
+    return expr.replace(lambda n: isinstance(n, sympy.exp) and _one_log(n.args[0]) is not None,
+                        lambda n: _one_log(n.args[0])[0] ** _one_log(n.args[0])[1])
 
 
 def _one_log(arg: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
@@ -237,16 +255,13 @@ def _one_log(arg: sympy.Expr) -> tuple[sympy.Expr, sympy.Expr] | None:
     return None if rest.has(sympy.log) else (logs[0].args[0], rest)
 
 
-def _pull_out_of_roots(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
+def pull_out_of_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol]) -> sympy.Expr:
     """``(t_0 + t_1 + ...)**(p/2) -> t_0**(p/2) * (1 + t_1/t_0 + ...)**(p/2)`` for a term t_0 that
     is a product of powers of variables positive on X (times a positive number): the textbook form
     of ``m/sqrt(1 - v**2/c**2)``; or the terms' common positive factor pulled out
     (``sqrt(m**2*a**2 + m**2*b**2) -> m*sqrt(a**2 + b**2)``). Of the forms shorter than the input
     (or, for a ``1/sqrt(1 - u)`` with a denominator pulled out, at most three nodes longer), a ``1 - u`` one comes first, else the
     shortest."""
-    X = np.asarray(X, dtype=np.float64)
-    positive = [sympy.Symbol(n) for i, n in enumerate(names) if bool((X[:, i] > 0).all())]
-    pos = {s: sympy.Symbol(s.name, positive=True) for s in positive}
     back = {v: k for k, v in pos.items()}
 
     def is_positive_monomial(term: sympy.Expr) -> bool:
@@ -288,32 +303,6 @@ def _negative_powers_only(term: sympy.Expr) -> bool:
     """Whether every variable factor of the monomial ``term`` has a negative exponent."""
     factors = [f for f in sympy.Mul.make_args(term) if f.free_symbols]
     return bool(factors) and all(isinstance(f, sympy.Pow) and f.exp.is_negative for f in factors)
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. canonical forms, applied last
-
-
-def canonical_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
-    """`join_roots`, `logistic_as_exp`, `positive_log_ratios` and `split_log_products` in turn,
-    each kept only when it agrees with ``expr`` on X and grows the tree by at most three nodes:
-    forms a judge with plain (sign-less) symbols can compare, which shorter equivalent ones need
-    positivity for."""
-    _check_args(expr, names, X)
-    if formula_complexity(expr) > MAX_CLEAN_NODES or not expr.free_symbols:
-        return expr
-    data = _Data(expr, names, X, None, AGREE_RTOL)
-    if data.values(expr) is None:  # not finite on the data: nothing to check a rewrite against
-        return expr
-    out = expr
-    for rewrite in (join_roots, logistic_as_exp, positive_log_ratios, split_log_products):
-        try:
-            cand = rewrite(out)
-        except Exception:  # sympy raises assorted errors on odd inputs; that rewrite is skipped
-            continue
-        if cand != out and formula_complexity(cand) <= formula_complexity(out) + 3 and data.same(cand):
-            out = cand
-    return out
 
 
 def join_roots(expr: sympy.Expr) -> sympy.Expr:
@@ -391,3 +380,16 @@ def split_log_products(expr: sympy.Expr) -> sympy.Expr:
         return sympy.log(coeff) + sympy.Add(*(k * sympy.log(f) for f, k in factors))
 
     return expr.replace(lambda node: isinstance(node, sympy.log), split)
+
+
+_Positive = dict[sympy.Symbol, sympy.Symbol]
+# judge_forms' rewrites, in order: (formula, the variables positive on the data) -> formula
+JUDGE_REWRITES: tuple[Callable[[sympy.Expr, _Positive], sympy.Expr], ...] = (
+    lambda e, pos: hyperbolic_as_exp(e),
+    lambda e, pos: powers_from_exp_logs(e),
+    pull_out_of_roots,
+    lambda e, pos: join_roots(e),
+    lambda e, pos: logistic_as_exp(e),
+    lambda e, pos: positive_log_ratios(e),
+    lambda e, pos: split_log_products(e),
+)

@@ -15,7 +15,7 @@ import sympy
 import torch
 from sympy.functions.elementary.hyperbolic import InverseHyperbolicFunction
 
-from kan_core.clean import canonical_forms, clean_formula, join_roots
+from kan_core.clean import clean_formula, join_roots, judge_forms
 from kan_core.data import Dataset
 from kan_core.formula import evaluate_formula, formula_complexity, simplify_is_safe, tidy_formula
 
@@ -135,5 +135,5 @@ def polish_formula(expr: sympy.Expr, var_names: Sequence[str], dataset: Dataset 
         ):
             best = tidy
     if x_test is not None and not stopped():  # forms the judge's sign-less sympy compares (sqrt(a*b), 1/(1 + exp(-u)))
-        best = canonical_forms(best, names, x_test)
+        best = judge_forms(best, names, x_test)
     return best
