@@ -3,7 +3,8 @@ as stated in shared/benchmarks/README.md:
 
 1. parse both formulas with the same plain symbols for the variables;
 2. round every number to 3 decimals, numbers below 1e-4 in magnitude become 0;
-3. simplify the found formula;
+3. simplify the found formula (and, as a second reading, the true one: "the same rounding and
+   simplification");
 4. it is a solution when ``true - found`` or ``found / true`` is a constant (zero included), after
    the same rounding and simplification. A found formula that is 0 or NaN never is.
 
@@ -65,9 +66,13 @@ def is_solution(
     f = _round_numbers(_simplify(f))
     if _is_zero_or_nan(f):
         return False
-    if not (_numerically_constant(t - f) or _numerically_constant(f / t)):
-        return False
-    return any(_is_constant(_round_numbers(_simplify(_round_numbers(e)))) for e in (t - f, f / t))
+    # the truth as written, and after the same simplification and rounding as the found formula
+    # (else a constant that simplify brings out, e in exp(1 - x) -> E*exp(-x), is rounded on one
+    # side only, and a formula would not solve itself)
+    t_simple = _round_numbers(_simplify(t))
+    truths = [t] if t_simple == t or _is_zero_or_nan(t_simple) else [t, t_simple]
+    pairs = [e for tt in truths for e in (tt - f, f / tt) if _numerically_constant(e)]
+    return any(_is_constant(_round_numbers(_simplify(_round_numbers(e)))) for e in pairs)
 
 
 # ----------------------------------------------------------------------------------------------

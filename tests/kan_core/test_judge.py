@@ -82,3 +82,12 @@ def test_big_wrong_formula_is_rejected_quickly():
     x1, x2 = sympy.symbols("x1 x2")
     big = sum(sympy.Float(0.1 * k + 0.05) * sympy.sin(sympy.Float(1 + 0.1 * k) * x1 + k * x2) for k in range(60))
     assert not is_solution(big, SEED)
+
+
+@pytest.mark.parametrize("formula", ["1/(1+exp(-(x-1)))", "x/(1 + exp(2 - x))", "exp(1 - x)*x"])
+def test_a_formula_solves_itself(formula):
+    """simplify brings e out of exp(1 - x) (-> E*exp(-x)); the rounding of E to 2.718 must then
+    apply to both sides, as the README's 'same rounding and simplification' says."""
+    assert is_solution(formula, formula, ["x"])
+    assert is_solution(f"2*({formula})", formula, ["x"])
+    assert not is_solution(f"{formula} + x", formula, ["x"])
