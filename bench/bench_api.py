@@ -109,12 +109,14 @@ class Server:
                "--host", "127.0.0.1", "--port", str(self.port)]
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.tmp, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_until_up(self.proc, f"{self.url}/healthz", 120, self.log_path)
-        deadline = time.monotonic() + 120  # a worker heartbeat: /readyz 200
-        while httpx.get(f"{self.url}/readyz", timeout=5).status_code != 200:
+        wait_until_up(self.proc, f"{self.url}/healthz", 600, self.log_path)
+        # a worker heartbeat (/readyz 200) before the first discovery, whose clock starts at its creation;
+        # a worker that imports torch on a loaded machine can take minutes
+        deadline = time.monotonic() + 600
+        while httpx.get(f"{self.url}/readyz", timeout=30).status_code != 200:
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"no worker became ready; see {self.log_path}")
-            time.sleep(0.3)
+                raise RuntimeError(f"no worker became ready:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
         return self
 
     def __exit__(self, *exc: object) -> None:
