@@ -12,6 +12,7 @@ import torch
 
 from kan_core.data import Dataset
 from kan_core.errors import NonFiniteLossError, TrainingCancelled
+from kan_core.lbfgs import LBFGS
 from kan_core.model import KAN
 
 
@@ -182,13 +183,12 @@ def fit(
     grid_every = max(1, stop_grid_update_step // grid_update_num)
     params = [p for p in model.parameters() if p.requires_grad]
     state = params + [layer.grid for layer in model.layers]  # what a failed step restores
-    if opt == "LBFGS":
-        optimizer: torch.optim.Optimizer = torch.optim.LBFGS(
-            params, lr=lr, max_iter=lbfgs_max_iter, history_size=10, line_search_fn="strong_wolfe",
-            tolerance_grad=1e-32, tolerance_change=1e-32,
-        )
+    lbfgs = adam = None
+    if opt == "LBFGS":  # torch.optim.LBFGS's algorithm, less work per evaluation (kan_core.lbfgs)
+        lbfgs = LBFGS(params, lr=lr, max_iter=lbfgs_max_iter, history_size=10,
+                      tolerance_grad=1e-32, tolerance_change=1e-32)
     else:
-        optimizer = torch.optim.Adam(params, lr=lr)
+        adam = torch.optim.Adam(params, lr=lr)
     history = History(stage=stage)
     zero = train_x.new_zeros(())
 
@@ -211,8 +211,9 @@ def fit(
             last: dict[str, torch.Tensor] = {}
 
             def closure() -> torch.Tensor:
-                for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
-                    p.grad = None
+                if lbfgs is None:  # (LBFGS zeroes its flat gradient buffer itself)
+                    for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
+                        p.grad = None
                 if lamb > 0:
                     pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff, precise_reg)
                 else:
@@ -224,7 +225,10 @@ def fit(
                 last["mse"], last["reg"] = mse.detach(), reg.detach()
                 return objective
 
-            optimizer.step(closure)
+            if lbfgs is not None:
+                lbfgs.step(closure)
+            else:
+                adam.step(closure)
             with torch.no_grad():
                 test_mse = (_forward(model, tx) - ty).pow(2).mean()
             train_mse, test_mse, reg = torch.stack([last["mse"], test_mse, last["reg"]]).tolist()
@@ -240,6 +244,8 @@ def fit(
                 callback(StepInfo(stage, step, steps, history.train_rmse[-1], history.test_rmse[-1], reg))
     finally:
         first.cache_fixed_inputs(False)
+        if lbfgs is not None:
+            lbfgs.release()
     return history
 
 
