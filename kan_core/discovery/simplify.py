@@ -15,7 +15,8 @@ import sympy
 import torch
 from sympy.functions.elementary.hyperbolic import InverseHyperbolicFunction
 
-from kan_core.clean import clean_formula, join_roots, judge_forms
+from kan_core.clean import clean_formula
+from kan_core.forms import join_roots, judge_forms
 from kan_core.data import Dataset
 from kan_core.formula import evaluate_formula, formula_complexity, simplify_is_safe, tidy_formula
 

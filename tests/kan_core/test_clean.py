@@ -1,19 +1,11 @@
-"""kan_core.clean: constant parts collapse, trigonometric identities, judge-readable forms."""
+"""kan_core.clean and kan_core.forms: constant parts collapse, trigonometric identities, judge-readable forms."""
 
 import numpy as np
 import pytest
 import sympy
 
-from kan_core.clean import (
-    clean_formula,
-    collapse_constants,
-    join_roots,
-    judge_forms,
-    logistic_as_exp,
-    positive_log_ratios,
-    split_log_products,
-    trig_rewrites,
-)
+from kan_core.clean import clean_formula, collapse_constants, rational_exponents, trig_rewrites
+from kan_core.forms import join_roots, judge_forms, logistic_as_exp, positive_log_ratios, split_log_products
 from kan_core.formula import evaluate_formula
 from kan_core.judge import is_solution
 
@@ -132,3 +124,51 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="X must be"):
         clean_formula(sympy.Symbol("x"), ["x", "y"], X)
     assert clean_formula(sympy.Integer(3), names, X) == 3
+
+
+@pytest.mark.parametrize("true, found, ranges", [
+    # the README's examples
+    ("sin(x - y)/2 - sin(x)", "sin(x - y)/2 + 2*cos(x/2 + pi/4)**2 - 1", {"x": (-3, 3), "y": (-3, 3)}),
+    ("I1 + I2 + 2*sqrt(I1*I2)*cos(delta)", "I1 + I2 + 2*sqrt(I1*I2)*cos(delta) - 0.5025*sin(6.8e-8*delta + 1.571) + 0.5025",
+     {"I1": (1, 5), "I2": (1, 5), "delta": (0, 5)}),  # (already a solution: the judge rounds the junk to 0)
+    # roots combined over positive data, from float or split exponents
+    ("2*pi*sqrt(L/g)", "6.2832*L**0.5*g**(-0.5)", {"L": (1, 5), "g": (1, 5)}),
+    ("sqrt(gamma*pr/rho)", "gamma**0.5*pr**0.5/rho**0.5", {"gamma": (1, 2), "pr": (1, 2), "rho": (1, 2)}),
+    ("2*pi*sqrt(a**3/(G*M))", "6.283*a**1.5/sqrt(G*M)", {"a": (1, 3), "G": (1, 3), "M": (1, 3)}),
+    ("(a*b)**(1/3)", "a**0.3333*b**0.3333", {"a": (1, 3), "b": (1, 3)}),
+    # rational exponents
+    ("x**(3/2)", "sqrt(x**3)", {"x": (1, 3)}),
+    ("x**(2/3)", "(x**2)**(1/3)", {"x": (1, 3)}),
+    ("x**(2/3)*y", "x**0.6667*y", {"x": (1, 3), "y": (-1, 1)}),
+    # 1/sqrt(1 - u) with the positive term out of the root
+    ("m*c**2/sqrt(1-v**2/c**2)", "c**3*m/sqrt(c**2 - v**2)", {"m": (1, 5), "v": (1, 2), "c": (3, 10)}),
+    # a logistic written with exp, whatever the shift
+    ("1/(1+exp(-(x-1)))", "tanh(x/2 - 1/2)/2 + 1/2", {"x": (-3, 3)}),
+    ("1/(exp((En-mu)/(kb*T))+1)", "0.5 - 0.5*tanh((En-mu)/(2*kb*T))", {"En": (1, 3), "mu": (1, 3), "kb": (1, 3), "T": (1, 3)}),
+])  # fmt: skip
+def test_cleaned_equivalent_forms_are_solutions_for_the_judge(true, found, ranges):
+    """An exact formula in a form the judge's sympy cannot reconcile with the textbook one is a
+    solution once cleaned (the data's target is the true formula's values)."""
+    X, names = data(ranges)
+    f, t = expr(found, names), expr(true, names)
+    y = evaluate_formula(t, names, X)
+    out = clean_formula(f, names, X, y)
+    assert is_solution(out, t, names), out
+    assert out == t or not is_solution(f, t, names)  # the cleaning is what makes it a solution
+    assert np.allclose(evaluate_formula(out, names, X), y, rtol=1e-3)
+
+
+def test_rewrites_that_change_values_on_the_data_are_refused():
+    X, names = data({"x": (1, 3), "y": (1, 3)})
+    exact = expr("x**0.5004*y", names)  # 0.5004 is within 1e-3 of 1/2, but the data are exact
+    y = evaluate_formula(exact, names, X)
+    assert rational_exponents(exact, names, X, y) == exact
+    noisy = y + np.random.default_rng(1).normal(0, 0.05, y.shape)  # within the noise: the fraction is kept
+    assert rational_exponents(exact, names, X, noisy) == expr("sqrt(x)*y", names)
+    assert rational_exponents(expr("x**0.51*y", names), names, X) == expr("x**0.51*y", names)  # not near 1/2
+    X, names = data({"x": (-3, -1), "c": (-10, -3), "v": (1, 2)})  # negative variables: no root is joined or split
+    for text in ("sqrt(x**2)", "(x**2)**(1/3)", "c**3/sqrt(c**2 - v**2)", "x*sqrt(x**2 + v)"):
+        found = expr(text, names)
+        out = clean_formula(found, names, X)
+        assert np.allclose(evaluate_formula(out, names, X), evaluate_formula(found, names, X)), (text, out)
+        assert out == found, text
