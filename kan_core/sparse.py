@@ -3,7 +3,8 @@
 A cheap first guess for formulas that are short sums of library terms (``x**3 + x**2 + x``,
 ``sin(x) + sin(y**2)``, ``m*(u**2 + v**2)/2``), monomials (through ``log y``), reciprocal sums
 (through ``1/y``), roots of sums (``y**2``, ``1/y**2``) and low-degree rationals ``P/Q``
-(linearised: ``y = P - y*(Q - 1)``, columns ``y*q_k``). No network is trained: the dictionary's
+(linearised: ``y = P - y*(Q - 1)``, columns ``y*q_k``; where Q has no constant term, as in
+``(a*b + c*d)/(a + c)``, normalised by one of its terms instead: ``y*q_0 = P - y*(Q - q_0)``). No network is trained: the dictionary's
 columns (`kan_core.sparse_terms`) are scaled to unit norm and the support is chosen by a beam
 search (`kan_core.sparse_search`) of forward selection with orthogonal projections (SINDy-like, but exact subsets of up to
 ``max_terms`` terms, which thresholded least squares misses on correlated columns such as x and
@@ -27,16 +28,18 @@ import sympy
 from kan_core import metrics
 from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.sparse_search import beam_search, stlsq_mixed
-from kan_core.sparse_terms import Dictionary, build_dictionary, nice_number
+from kan_core.sparse_terms import Dictionary, build_dictionary, monomials, nice_number
 
 EXACT_REL_RMSE = 1e-7  # rmse / std(y) below this on the training rows: the formula is taken as exact
 MAX_ROWS = 2000  # rows fitted (evenly spaced when there are more; the caller measures on all of them)
 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
-TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh")
+TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "rational-q", "y^2", "1/y^2", "sqrt", "asin", "asinh",
+                               "log(1+1/y)")
+LOG_LIKE = ("log", "log(1+1/y)")  # targets whose dictionary leads with the logs of the inputs (monomials)
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
 ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
-MAX_TIER = {"rational": 2, "y^2": 2, "1/y^2": 1, "sqrt": 1}  # the highest tier tried with these transforms
+MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 2, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}  # the highest tier tried with these transforms
 
 
 @dataclass(frozen=True)
@@ -96,22 +99,26 @@ def fit_sparse(
     full = build_dictionary(X, symbols)
     y_std = float(np.std(y))
     tol = EXACT_REL_RMSE * y_std if y_std > 0 else 1e-300
-    found: dict[tuple[str, tuple[int, ...], int], _Raw] = {}
+    found: dict[tuple[str, str, tuple[int, ...], int], _Raw] = {}
     for tier in TIERS:
         for name in transforms:
             if stop():
                 break
             wanted = tier <= MAX_TIER.get(name, TIERS[-1]) and (X.shape[1] == 1 or name not in ONE_INPUT_TRANSFORMS)
-            target = _transform(name, y) if wanted else None
-            if target is None:
-                continue
-            cols = _columns(full, tier, name, X, symbols, y)
-            supports = beam_search(cols.values, target.t, max_terms, beam, stop)
-            raws = [r for s in supports if (r := _refit(cols, s, target, y)) is not None]
-            if not any(r.rmse <= tol for r in raws) and not stop():
-                raws += [r for s in stlsq_mixed(cols, supports, target.t, max_terms) if (r := _refit(cols, s, target, y))]
-            for r in raws:
-                found.setdefault((name, r.support, tier), r)
+            raws: list[_Raw] = []
+            for target in _targets(name, y, X, symbols) if wanted else []:
+                if stop():
+                    break
+                cols = _columns(full, tier, target, X, symbols, y)
+                supports = beam_search(cols.values, target.t, max_terms, beam, stop)
+                new = [r for s in supports if (r := _refit(cols, s, target, y)) is not None]
+                if not any(r.rmse <= tol for r in new) and not stop():
+                    new += [r for s in stlsq_mixed(cols, supports, target.t, max_terms) if (r := _refit(cols, s, target, y))]
+                for r in new:
+                    found.setdefault((name, str(target.den0[0]), r.support, tier), r)
+                raws += new
+                if any(r.rmse <= tol for r in new):
+                    break
             if any(r.rmse <= tol for r in raws):
                 break  # transforms are in order of preference: the first exact one is kept
         if stop() or any(r.rmse <= tol for r in found.values()):
@@ -132,6 +139,26 @@ class _Target:
     t: np.ndarray  # (N,) the transformed target
     back: Callable[[sympy.Expr], sympy.Expr]  # formula of t -> formula of y
     back_values: Callable[[np.ndarray], np.ndarray]  # values of t -> values of y
+    den0: tuple[sympy.Expr, np.ndarray] = (sympy.Integer(1), np.ones(1))  # rational: Q's normalised term
+
+    @property
+    def rational(self) -> bool:
+        return self.name in ("rational", "rational-q")
+
+
+def _targets(name: str, y: np.ndarray, X: np.ndarray, symbols: list) -> list[_Target]:
+    """The targets of transform ``name``: one, except for ``rational-q`` (``y*q_0`` for each
+    q_0 = x_i, x_i**2 that varies); [] where the transform is invalid for y."""
+    if name != "rational-q":
+        target = _transform(name, y)
+        return [] if target is None else [target]
+    out = []
+    for i, s in enumerate(symbols):
+        for p in (1, 2):
+            q = X[:, i] ** p
+            if np.ptp(q) > 0:
+                out.append(_Target(name, y * q, lambda e: e, lambda v: v, (s**p, q)))
+    return out
 
 
 def _transform(name: str, y: np.ndarray) -> _Target | None:
@@ -155,19 +182,28 @@ def _transform(name: str, y: np.ndarray) -> _Target | None:
             return _Target(name, np.sin(y), sympy.asin, np.arcsin)
         if name == "asinh" and float(np.abs(y).max()) <= MAX_SINH_ARG:
             return _Target(name, np.sinh(y), sympy.asinh, np.arcsinh)
+        if name == "log(1+1/y)" and pos:  # y = 1/(exp(z) - 1), z a monomial: Bose-Einstein, Planck
+            t = np.log(np.log1p(1.0 / y))
+            if np.isfinite(t).all():
+                return _Target(name, t, lambda e: 1 / (sympy.exp(sympy.exp(e)) - 1),
+                               lambda v: 1.0 / np.expm1(np.exp(v)))
     return None
 
 
-def _columns(full: Dictionary, tier: int, name: str, X: np.ndarray, symbols: list, y: np.ndarray) -> Dictionary:
-    """The dictionary of ``tier`` for transform ``name``: for ``log y``, the logs of the inputs
-    (monomials) one tier ahead of the rest; for ``rational``, plus the ``y*q`` columns."""
-    if name == "log":
+def _columns(full: Dictionary, tier: int, target: _Target, X: np.ndarray, symbols: list, y: np.ndarray) -> Dictionary:
+    """The dictionary of ``tier`` for ``target``: for ``log y``, the logs of the inputs
+    (monomials) one tier ahead of the rest; for the rationals, plus the ``y*q`` columns (but the
+    normalised term's)."""
+    if target.name in LOG_LIKE:
         logs = full.logs()
         below = tier - 1 if tier < TIERS[-1] else tier  # the widest tier has every term
-        return logs if tier == 0 else logs.concat(full.select(np.flatnonzero(
+        if tier == 0:
+            return logs
+        rest = logs.concat(full.select(np.flatnonzero(
             (full.tiers <= below) & ~np.isin(np.arange(len(full.exprs)), _log_index(full)))))
+        return rest.concat(monomials(X, symbols, {str(e) for e in full.exprs}))
     cols = full.upto(tier)
-    return cols.with_rational(X, symbols, y) if name == "rational" else cols
+    return cols.with_rational(X, symbols, y, exclude=target.den0[0]) if target.rational else cols
 
 
 def _log_index(full: Dictionary) -> list[int]:
@@ -200,11 +236,11 @@ def _refit(cols: Dictionary, support: tuple[int, ...], target: _Target, y: np.nd
         return None
     coef = _snap(M, t, np.linalg.lstsq(M / scale, t, rcond=None)[0] / scale)
     with np.errstate(all="ignore"):
-        if target.name == "rational":
+        if target.rational:
             dens = [k for k, j in enumerate(support, 1) if j in cols.denominators]
             num = M[:, [k for k in range(M.shape[1]) if k not in dens]] @ coef[[k for k in range(M.shape[1])
                                                                                  if k not in dens]]
-            den = 1.0 - sum(coef[k] * cols.denominators[support[k - 1]][1] for k in dens)
+            den = target.den0[1] - sum(coef[k] * cols.denominators[support[k - 1]][1] for k in dens)
             pred = num / den
         else:
             pred = target.back_values(M @ coef)
@@ -236,13 +272,13 @@ def _to_formula(raw: _Raw, X: np.ndarray, y: np.ndarray, names: list[str], tol: 
     """The sympy formula of a refitted support in y's units, measured again from the formula."""
     cols, coef = raw.cols, raw.coef
     terms = [(_number(c), cols.exprs[j], j) for c, j in zip(coef[1:], raw.support)]
-    if raw.target.name == "rational":
+    if raw.target.rational:
         num = _number(coef[0]) + sum(c * e for c, e, j in terms if j not in cols.denominators)
-        den = 1 - sum(c * cols.denominators[j][0] for c, _, j in terms if j in cols.denominators)
+        den = raw.target.den0[0] - sum(c * cols.denominators[j][0] for c, _, j in terms if j in cols.denominators)
         expr = num / den
     else:
         expr = raw.target.back(_number(coef[0]) + sum(c * e for c, e, _ in terms))
-    if raw.target.name == "log":  # exp(c + a*log(x) + ...) -> e^c * x**a * ...
+    if raw.target.name in LOG_LIKE:  # exp(c + a*log(x) + ...) -> e^c * x**a * ...
         expr = sympy.powsimp(sympy.expand(expr, power_exp=True, mul=False, multinomial=False, log=False))
         expr = expr.replace(lambda e: isinstance(e, sympy.exp) and e.args[0].has(sympy.log),
                             lambda e: sympy.powdenest(e, force=True))  # exp(y*log(x)) -> x**y (x > 0 here)

@@ -52,9 +52,10 @@ class Dictionary:
         return Dictionary(np.column_stack([self.values, other.values]), [*self.exprs, *other.exprs],
                           np.concatenate([self.tiers, other.tiers]), dens)
 
-    def with_rational(self, X: np.ndarray, symbols: list[sympy.Symbol], y: np.ndarray) -> Dictionary:
+    def with_rational(self, X: np.ndarray, symbols: list[sympy.Symbol], y: np.ndarray,
+                      exclude: sympy.Expr | None = None) -> Dictionary:
         """This dictionary plus columns ``y*q`` for low-degree monomials q (x_i, x_i**2, x_i*x_j;
-        x**3 and x**4 too for a single input)."""
+        x**3 and x**4 too for a single input), but ``exclude``."""
         qs: list[tuple[sympy.Expr, np.ndarray]] = []
         for i in range(len(symbols)):
             qs += [(symbols[i], X[:, i]), (symbols[i] ** 2, X[:, i] ** 2)]
@@ -62,6 +63,7 @@ class Dictionary:
             qs += [(symbols[0] ** p, X[:, 0] ** p) for p in (3, 4)]
         for i, j in itertools.combinations(range(len(symbols)), 2):
             qs.append((symbols[i] * symbols[j], X[:, i] * X[:, j]))
+        qs = [(q, v) for q, v in qs if exclude is None or q != exclude]
         extra = Dictionary(np.column_stack([y * v for _, v in qs]), [sympy.Symbol("y") * q for q, _ in qs],
                            np.zeros(len(qs), dtype=int), {k: q for k, q in enumerate(qs)})
         return self.concat(extra)
@@ -80,7 +82,9 @@ def _unary(x: np.ndarray, s: sympy.Symbol, n_vars: int) -> list[tuple[sympy.Expr
     if lo >= 0:
         terms += [(sympy.sqrt(s), np.sqrt), (s ** sympy.Rational(3, 2), lambda v: v**1.5)]
     if lo > 0 and away:
-        terms += [(1 / sympy.sqrt(s), lambda v: v**-0.5), (sympy.log(s), np.log)]
+        terms.append((1 / sympy.sqrt(s), lambda v: v**-0.5))
+    if lo > 0:  # finite however close to 0 the inputs come (x**y on [0, 1] is exp(y*log(x)))
+        terms.append((sympy.log(s), np.log))
     terms += [(sympy.sin(s), np.sin), (sympy.cos(s), np.cos), (sympy.atan(s), np.arctan),
               (sympy.tanh(s), np.tanh), (sympy.sin(s**2), lambda v: np.sin(v**2)),
               (sympy.cos(s**2), lambda v: np.cos(v**2)), (sympy.exp(-(s**2)), lambda v: np.exp(-(v**2))),
@@ -106,12 +110,41 @@ def _factors(x: np.ndarray, s: sympy.Symbol, n_vars: int) -> list[tuple[sympy.Ex
     if n_vars <= 4:
         out += [(sympy.sin(s), np.sin(x)), (sympy.cos(s), np.cos(x))]
         if lo > 0 and away:
-            out += [(sympy.sqrt(s), np.sqrt(x)), (1 / sympy.sqrt(s), x**-0.5), (sympy.log(s), np.log(x))]
+            out += [(sympy.sqrt(s), np.sqrt(x)), (1 / sympy.sqrt(s), x**-0.5)]
+        if lo > 0:
+            out.append((sympy.log(s), np.log(x)))
         if amax <= 30:
             out += [(sympy.exp(-s), np.exp(-x))]
     if n_vars <= 3:
         out += [(s**3, x**3)]
     return out
+
+
+MAX_MONOMIAL_VARS = 6  # `monomials` only up to this many inputs (3**n columns)
+
+
+def monomials(X: np.ndarray, symbols: list[sympy.Symbol], skip: set[str]) -> Dictionary:
+    """Products ``prod x_i**p_i`` with p_i in {-1, 0, 1} (-1 only for inputs away from 0) of at
+    least three inputs, but those named in ``skip``: the exponents of Boltzmann factors
+    (``m*g*x/(kb*T)``), beyond the pairs and triples of `build_dictionary`. Empty beyond
+    MAX_MONOMIAL_VARS inputs."""
+    n = len(symbols)
+    vals: list[np.ndarray] = []
+    exprs: list[sympy.Expr] = []
+    if n <= MAX_MONOMIAL_VARS:
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        amax = np.maximum(np.abs(lo), np.abs(hi))
+        away = ((lo > 0) | (hi < 0)) & (np.minimum(np.abs(lo), np.abs(hi)) > 1e-3 * amax)
+        for p in itertools.product(*[(-1, 0, 1) if away[i] else (0, 1) for i in range(n)]):
+            if sum(1 for e in p if e) < 3:
+                continue
+            expr = sympy.Mul(*(symbols[i] ** e for i, e in enumerate(p) if e))
+            if str(expr) not in skip:
+                with np.errstate(all="ignore"):
+                    vals.append(np.prod([X[:, i] ** float(e) for i, e in enumerate(p) if e], axis=0))
+                exprs.append(expr)
+    values = np.column_stack(vals) if vals else np.zeros((X.shape[0], 0))
+    return Dictionary(values, exprs, np.ones(len(exprs), dtype=int))
 
 
 def term_tier(expr: sympy.Expr) -> int:

@@ -8,7 +8,7 @@ from kan_core.data import Dataset
 from kan_core.discovery import Budget, candidates, run_candidate
 from kan_core.judge import is_solution
 from kan_core.sparse import fit_sparse
-from kan_core.sparse_terms import build_dictionary, nice_number, term_tier
+from kan_core.sparse_terms import build_dictionary, monomials, nice_number, term_tier
 
 
 def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, seed: int = 0):
@@ -35,6 +35,11 @@ def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, s
     pytest.param("x**y", {"x": (0.5, 2), "y": (0.5, 2)}, "log", marks=pytest.mark.slow),  # y*log(x): widest tier
     ("-a*b/c", {"a": (1, 5), "b": (1, 5), "c": (1, 5)}, "log"),  # a negative monomial
     ("exp(sin(pi*x1) + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "log"),
+    ("(m1*r1 + m2*r2)/(m1 + m2)", {"m1": (1, 5), "m2": (1, 5), "r1": (1, 5), "r2": (1, 5)}, "rational-q"),
+    ("(u + v)/(1 + u*v/c**2)", {"c": (1, 5), "u": (1, 5), "v": (1, 5)}, "rational-q"),  # y*c**2 = P - y*u*v
+    ("n0*exp(-m*g*x/(k*T))", {v: (1, 5) for v in ("n0", "m", "g", "x", "k", "T")}, "log"),  # a 5-factor monomial
+    ("1/(exp(h*w/(2*pi*k*T)) - 1)", {v: (1, 5) for v in ("h", "w", "k", "T")}, "log(1+1/y)"),  # Bose-Einstein
+    pytest.param("x**y", {"x": (0, 1), "y": (0, 1)}, "log", marks=pytest.mark.slow),  # log(x) although x nears 0
 ])  # fmt: skip
 def test_exact_sums_of_terms_are_found_through_their_transform(formula, ranges, transform):
     X, y, names = sample(formula, ranges)
@@ -101,6 +106,27 @@ def test_terms_exist_only_where_they_are_defined():
     assert {"1/x", "sqrt(x)", "log(x)"} <= positive and "asin(x)" not in positive
     a, b = sympy.symbols("a b")
     assert [term_tier(e) for e in (a**2, a / b, sympy.sqrt(a), sympy.sin(a), sympy.sin(a) * b)] == [0, 0, 1, 2, 3]
+
+
+def test_monomial_columns_skip_known_terms_and_invert_only_inputs_away_from_zero():
+    X = np.random.default_rng(0).uniform(1, 5, (50, 4))
+    X[:, 3] -= 3  # d in (-2, 2): no 1/d
+    a, b, c, d = symbols = list(sympy.symbols("a b c d"))
+    mono = monomials(X, symbols, {str(a * b * c)})
+    exprs = set(mono.exprs)
+    assert a * b / c in exprs and a * b * c * d in exprs and a * b * c not in exprs
+    assert not any(e.has(1 / d) for e in exprs)
+    assert all(len(e.free_symbols) >= 3 for e in exprs)
+    k = mono.exprs.index(a * b / c)
+    assert np.allclose(mono.values[:, k], X[:, 0] * X[:, 1] / X[:, 2])
+    assert monomials(np.ones((5, 7)) + np.arange(5)[:, None], list(sympy.symbols("x:7")), set()).exprs == []
+
+
+def test_the_normalised_rational_is_tried_only_after_the_plain_one():
+    """A denominator with a constant term is the plain rational family's (``y*q_0`` not needed)."""
+    X, y, names = sample("(x1 + x2)/(2 + x1*x2)", {"x1": (1, 2), "x2": (1, 2)})
+    best = fit_sparse(X, y, names)[0]
+    assert best.exact and best.transform == "rational", best
 
 
 def test_nice_numbers():
