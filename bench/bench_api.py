@@ -157,6 +157,7 @@ def candidate_summary(client: httpx.Client, discovery: dict) -> list[dict]:
         result = job.get("result") or {}
         out.append({"id": (job.get("config") or {}).get("id"), "status": job.get("status"),
                     "r2": result.get("test_r2"), "formula": (result.get("formula") or "")[:200],
+                    "seconds": result.get("seconds"), "result_status": result.get("status"),
                     "error": (job.get("error") or {}).get("detail", "")[:160] if job.get("error") else None})
     return out
 
