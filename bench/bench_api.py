@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -235,6 +236,8 @@ def main() -> None:
     print(f"{args.formulas}: {len(selected)}/{len(entries)} formulas over HTTP, budget {args.budget:g} s, code {ROOT} "
           f"(commit {commit}), load {os.getloadavg()[0]:.1f} at start", flush=True)
 
+    # SIGTERM (kill PID) ends the run like Ctrl-C: the server it started is stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     server = None if args.url else Server(args.worker_nice)
     rows: list[dict] = []
     try:
