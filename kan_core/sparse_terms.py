@@ -199,6 +199,11 @@ def build_dictionary(X: np.ndarray, symbols: list[sympy.Symbol]) -> Dictionary:
             for comb, v in ((sa + sb, a + b), (sa - sb, a - b), (sa * sb, a * b)):
                 add(sympy.sin(comb), np.sin(v), 2)
                 add(sympy.cos(comb), np.cos(v), 2)
+            if n <= 5:  # functions of a squared radius, as the one-variable sin(x**2), sin(pi*x), exp(-x**2)
+                r2, v = sa**2 + sb**2, a**2 + b**2
+                for e, f in ((sympy.sin(r2), np.sin(v)), (sympy.cos(r2), np.cos(v)), (sympy.exp(-r2), np.exp(-v)),
+                             (sympy.sin(sympy.pi * r2), np.sin(np.pi * v)), (sympy.cos(sympy.pi * r2), np.cos(np.pi * v))):
+                    add(e, f)
         if n >= 3:
             for idx in itertools.combinations(range(n), 3):
                 monos = [[f for f in facs[i] if not is_fn(f[0])][: 4 if n <= 5 else 2] for i in idx]

@@ -37,9 +37,12 @@ def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, s
     ("exp(sin(pi*x1) + x2**2)", {"x1": (-1, 1), "x2": (-1, 1)}, "log"),
     ("(m1*r1 + m2*r2)/(m1 + m2)", {"m1": (1, 5), "m2": (1, 5), "r1": (1, 5), "r2": (1, 5)}, "rational-q"),
     ("(u + v)/(1 + u*v/c**2)", {"c": (1, 5), "u": (1, 5), "v": (1, 5)}, "rational-q"),  # y*c**2 = P - y*u*v
-    ("n0*exp(-m*g*x/(k*T))", {v: (1, 5) for v in ("n0", "m", "g", "x", "k", "T")}, "log"),  # a 5-factor monomial
+    pytest.param("n0*exp(-m*g*x/(k*T))", {v: (1, 5) for v in ("n0", "m", "g", "x", "k", "T")}, "log",
+                 marks=pytest.mark.slow),  # a 5-factor monomial
     ("1/(exp(h*w/(2*pi*k*T)) - 1)", {v: (1, 5) for v in ("h", "w", "k", "T")}, "log(1+1/y)"),  # Bose-Einstein
     pytest.param("x**y", {"x": (0, 1), "y": (0, 1)}, "log", marks=pytest.mark.slow),  # log(x) although x nears 0
+    pytest.param("exp((sin(pi*(a**2 + b**2)) + sin(pi*(c**2 + d**2)))/2)", {v: (-1, 1) for v in "abcd"}, "log",
+                 marks=pytest.mark.slow),  # functions of squared radii
 ])  # fmt: skip
 def test_exact_sums_of_terms_are_found_through_their_transform(formula, ranges, transform):
     X, y, names = sample(formula, ranges)
