@@ -29,12 +29,13 @@ from kan_core import metrics
 from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.sparse_search import beam_search, stlsq_mixed
 from kan_core.sparse_terms import Dictionary, build_dictionary, monomials, nice_number
+from kan_core.threads import one_blas_thread
 
 EXACT_REL_RMSE = 1e-7  # rmse / std(y) below this on the training rows: the formula is taken as exact
 MAX_ROWS = 2000  # rows fitted (evenly spaced when there are more; the caller measures on all of them)
 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
-TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "rational-q", "y^2", "1/y^2", "sqrt", "asin", "asinh",
+TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh", "rational-q",
                                "log(1+1/y)")
 LOG_LIKE = ("log", "log(1+1/y)")  # targets whose dictionary leads with the logs of the inputs (monomials)
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
@@ -75,6 +76,13 @@ def fit_sparse(
     At most MAX_ROWS rows are used. Terms are tried in tiers, simplest first (powers and monomials; functions of one variable;
     functions of pairs), each tier with every transform; the first tier with an exact fit ends the
     search. Returns what it has when ``should_stop()`` is True or after ``max_seconds``."""
+    with one_blas_thread():  # small least-squares problems: threads cost more than they gain
+        return _fit_sparse(X, y, names, max_terms, transforms, beam, should_stop, max_seconds, max_results)
+
+
+def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: int, transforms: Sequence[str],
+                beam: int, should_stop: Callable[[], bool] | None, max_seconds: float | None,
+                max_results: int) -> list[SparseFit]:
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     names = [str(n) for n in names]

@@ -11,6 +11,7 @@ from kan_core.discovery.candidates import DISCOVERY_LIBRARY, candidates
 from kan_core.discovery.records import Budget, CandidateResult, DiscoveryEvent, DiscoveryResult, check_var_names
 from kan_core.discovery.run import run_candidate
 from kan_core.discovery.select import at_noise_floor, choose, good_enough, pareto_front, val_r2
+from kan_core.threads import one_blas_thread
 
 
 def discover(
@@ -33,6 +34,13 @@ def discover(
     a symbolic fit and formula cleaning. ``should_stop()`` True ends discovery ("cancelled") with
     the results so far. ``on_progress(DiscoveryEvent)``: candidate starts and ends, pipeline steps.
     """
+    with one_blas_thread():  # numpy's small problems (sparse search, constants): threads cost more than they gain
+        return _discover(dataset, budget, on_progress, should_stop, var_names, seed, library)
+
+
+def _discover(dataset: Dataset, budget: Budget | None, on_progress: Callable[[DiscoveryEvent], None] | None,
+              should_stop: Callable[[], bool] | None, var_names: Sequence[str] | None, seed: int,
+              library: Sequence[str]) -> DiscoveryResult:
     budget = Budget() if budget is None else budget
     specs = candidates(dataset, budget, seed=seed, library=library)
     names = check_var_names(var_names, dataset.n_var)
