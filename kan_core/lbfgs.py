@@ -1,38 +1,23 @@
 """L-BFGS with a strong-Wolfe line search for small networks: `torch.optim.LBFGS`'s algorithm
-(history, line search, tolerances and state carried across steps) with less work per evaluation.
+(history, torch's own line search, tolerances and state carried across steps) with less work per
+objective evaluation.
 
-Why: on a network of a few hundred parameters each objective evaluation is a few hundred tiny
-operations, and torch's optimiser adds its own per parameter tensor and per iteration (a gradient
-gather, a parameter update and a restore per tensor, 0-dim tensor arithmetic in the line search).
-Here the gradients accumulate into one flat buffer (each ``p.grad`` is a view of it), parameters
-move with one ``_foreach`` call, and the line-search scalars are Python floats. In float64 the
-iterates are bit-for-bit those of ``torch.optim.LBFGS(..., line_search_fn="strong_wolfe")``
-(`tests/kan_core/test_lbfgs.py`); in float32 the scalars are computed in double.
+Why: on a network of a few hundred parameters each evaluation is a few hundred tiny operations,
+and torch's optimiser adds its own per parameter tensor (a gradient gather, a parameter update and
+a restore per tensor). Here the gradients accumulate into one flat buffer (each ``p.grad`` is a
+view of it) and parameters move with one ``_foreach`` call. The scalars are the same 0-dim tensors
+and floats as torch's (``1.0 / tensor`` is a reciprocal and a product in torch, not a division:
+mixing in Python floats would change the last bits), so the iterates are bit-for-bit those of
+``torch.optim.LBFGS(..., line_search_fn="strong_wolfe")`` (`tests/kan_core/test_lbfgs.py`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-
-
-def _cubic_interpolate(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
-                       bounds: tuple[float, float] | None = None) -> float:
-    """Minimiser of the cubic through two points with their derivatives, clipped to ``bounds``."""
-    lo, hi = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
-    d2_square = d1**2 - g1 * g2
-    if d2_square >= 0:
-        d2 = math.sqrt(d2_square)
-        if x1 <= x2:
-            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
-        else:
-            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
-        return min(max(min_pos, lo), hi)
-    return (lo + hi) / 2.0
+from torch.optim.lbfgs import _strong_wolfe
 
 
 class LBFGS:
@@ -43,6 +28,11 @@ class LBFGS:
     the gradient must be accumulated into the parameters' ``.grad`` by ``backward`` (this class
     zeroes them before each call). While the optimiser is alive each ``p.grad`` is a view of one
     flat buffer; `release` gives every parameter its own gradient tensor back.
+
+    A step starts by evaluating the objective where the previous step left the parameters, a
+    point that step has already evaluated; ``step(closure, reuse=True)`` takes those values
+    instead (the caller vouches that neither the parameters nor the objective changed since), so
+    the iterates are the same with one evaluation fewer. ``evals``: closure calls of the last step.
     """
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float = 1.0, max_iter: int = 20,
@@ -58,16 +48,20 @@ class LBFGS:
         self._grad = torch.zeros(self.n, dtype=p0.dtype, device=p0.device)  # (n,): every p.grad views it
         self._x0 = torch.empty_like(self._grad)  # (n,): the line search's start point
         self._x0_views = self._views(self._x0)
+        self._dbuf = torch.empty_like(self._grad)  # (n,): the search direction, always in this buffer
+        self._d_views = self._views(self._dbuf)
         for p, g in zip(self.params, self._views(self._grad)):
             p.grad = g
         self.n_iter = 0  # iterations over all steps (torch keeps it in its state)
         self._d: torch.Tensor | None = None
-        self._t = 0.0
+        self._t: torch.Tensor | float = 0.0
         self._old_dirs: list[torch.Tensor] = []
         self._old_stps: list[torch.Tensor] = []
-        self._ro: list[float] = []
-        self._h_diag = 1.0
+        self._ro: list[torch.Tensor] = []
+        self._h_diag: torch.Tensor | float = 1.0
         self._prev_flat_grad: torch.Tensor | None = None
+        self._end: tuple[float, torch.Tensor] | None = None  # loss and gradient where the last step ended
+        self.evals = 0
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         out, offset = [], 0
@@ -83,25 +77,32 @@ class LBFGS:
                 p.grad = p.grad.clone()
 
     def _evaluate(self, closure: Callable[[], Any]) -> tuple[float, torch.Tensor]:
+        self.evals += 1
         self._grad.zero_()
         with torch.enable_grad():
             loss = closure()
         return float(loss.detach() if isinstance(loss, torch.Tensor) else loss), self._grad.clone()
 
-    def _directional_evaluate(self, closure: Callable[[], Any], t: float, d: torch.Tensor,
-                              d_views: list[torch.Tensor]) -> tuple[float, torch.Tensor]:
-        torch._foreach_add_(self.params, d_views, alpha=t)
+    def _directional_evaluate(self, closure: Callable[[], Any], t: torch.Tensor | float) -> tuple[float, torch.Tensor]:
+        """Objective and gradient at ``x0 + t d`` (the direction buffer); the parameters stay at ``x0``."""
+        torch._foreach_add_(self.params, self._d_views, alpha=t)
         out = self._evaluate(closure)
         torch._foreach_copy_(self.params, self._x0_views)
         return out
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any]) -> float:
+    def step(self, closure: Callable[[], Any], reuse: bool = False) -> float:
         """Up to ``max_iter`` iterations from the current parameters; returns the first loss."""
-        loss, flat_grad = self._evaluate(closure)
+        self.evals = 0
+        if reuse and self._end is not None:
+            loss, flat_grad = self._end
+        else:
+            loss, flat_grad = self._evaluate(closure)
+        self._end = None
         orig_loss = loss
-        current_evals = 1
-        if float(flat_grad.abs().max()) <= self.tolerance_grad:
+        current_evals = 1  # the start point counts as torch's does, evaluated or reused
+        if flat_grad.abs().max() <= self.tolerance_grad:
+            self._end = (loss, flat_grad)
             return orig_loss
         d, t = self._d, self._t
         n_iter = 0
@@ -109,7 +110,7 @@ class LBFGS:
             n_iter += 1
             self.n_iter += 1
             if self.n_iter == 1:
-                d = flat_grad.neg()
+                d = torch.neg(flat_grad, out=self._dbuf)
                 self._old_dirs, self._old_stps, self._ro, self._h_diag = [], [], [], 1.0
             else:
                 d = self._direction(flat_grad, d, t)
@@ -118,35 +119,33 @@ class LBFGS:
             else:
                 self._prev_flat_grad.copy_(flat_grad)
             prev_loss = loss
-            if self.n_iter == 1:
-                g1 = float(flat_grad.abs().sum())
-                t = min(1.0, 1.0 / g1 if g1 else math.inf) * self.lr
-            else:
-                t = self.lr
-            gtd = float(flat_grad.dot(d))
+            t = min(1.0, 1.0 / flat_grad.abs().sum()) * self.lr if self.n_iter == 1 else self.lr
+            gtd = flat_grad.dot(d)
             if gtd > -self.tolerance_change:
                 break
             torch._foreach_copy_(self._x0_views, self.params)
-            d_views = self._views(d)
-            loss, flat_grad, t, ls_evals = self._strong_wolfe(
-                closure, t, d, d_views, loss, flat_grad, gtd, max_ls=self.max_eval - current_evals)
-            torch._foreach_add_(self.params, d_views, alpha=t)
-            opt_cond = float(flat_grad.abs().max()) <= self.tolerance_grad
+            loss, flat_grad, t, ls_evals = _strong_wolfe(
+                lambda _x, t, _d: self._directional_evaluate(closure, t), None, t, d, loss, flat_grad, gtd,
+                max_ls=self.max_eval - current_evals)
+            torch._foreach_add_(self.params, self._d_views, alpha=t)
+            opt_cond = flat_grad.abs().max() <= self.tolerance_grad
             current_evals += ls_evals
             if n_iter == self.max_iter or current_evals >= self.max_eval or opt_cond:
                 break
-            if float(d.abs().max()) * abs(t) <= self.tolerance_change:  # max|d * t|
+            if d.mul(t).abs().max() <= self.tolerance_change:
                 break
             if abs(loss - prev_loss) < self.tolerance_change:
                 break
         self._d, self._t = d, t
+        self._end = (loss, flat_grad)  # the parameters are where these were evaluated
         return orig_loss
 
-    def _direction(self, flat_grad: torch.Tensor, d: torch.Tensor, t: float) -> torch.Tensor:
-        """Update the curvature history with the last step, return the two-loop direction."""
+    def _direction(self, flat_grad: torch.Tensor, d: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """Update the curvature history with the last step ``t d``, return the two-loop direction
+        (written into the direction buffer, which ``d`` is: it is read first)."""
         y = flat_grad.sub(self._prev_flat_grad)
         s = d.mul(t)
-        ys = float(y.dot(s))
+        ys = y.dot(s)
         if ys > 1e-10:
             if len(self._old_dirs) == self.history_size:
                 self._old_dirs.pop(0)
@@ -155,86 +154,15 @@ class LBFGS:
             self._old_dirs.append(y)
             self._old_stps.append(s)
             self._ro.append(1.0 / ys)
-            self._h_diag = ys / float(y.dot(y))
+            self._h_diag = ys / y.dot(y)
         num_old = len(self._old_dirs)
-        al = [0.0] * num_old
+        al: list[torch.Tensor] = [flat_grad] * num_old  # placeholders, all set below
         q = flat_grad.neg()
         for i in range(num_old - 1, -1, -1):
-            al[i] = float(self._old_stps[i].dot(q)) * self._ro[i]
+            al[i] = self._old_stps[i].dot(q) * self._ro[i]
             q.add_(self._old_dirs[i], alpha=-al[i])
-        r = torch.mul(q, self._h_diag)
+        r = torch.mul(q, self._h_diag, out=self._dbuf)
         for i in range(num_old):
-            be_i = float(self._old_dirs[i].dot(r)) * self._ro[i]
+            be_i = self._old_dirs[i].dot(r) * self._ro[i]
             r.add_(self._old_stps[i], alpha=al[i] - be_i)
         return r
-
-    def _strong_wolfe(self, closure: Callable[[], Any], t: float, d: torch.Tensor, d_views: list[torch.Tensor],
-                      f: float, g: torch.Tensor, gtd: float, c1: float = 1e-4, c2: float = 0.9,
-                      max_ls: int = 25) -> tuple[float, torch.Tensor, float, int]:
-        """torch's ``_strong_wolfe`` (bracketing, then zoom by cubic interpolation)."""
-        tolerance_change = 1e-9  # torch's line search default (the optimiser's own is not passed)
-        d_norm = float(d.abs().max())
-        f_new, g_new = self._directional_evaluate(closure, t, d, d_views)
-        ls_evals = 1
-        gtd_new = float(g_new.dot(d))
-        t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
-        done = False
-        ls_iter = 0
-        bracket_gtd: list[float] = []
-        while ls_iter < max_ls:
-            if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
-                bracket, bracket_f, bracket_g = [t_prev, t], [f_prev, f_new], [g_prev, g_new]
-                bracket_gtd = [gtd_prev, gtd_new]
-                break
-            if abs(gtd_new) <= -c2 * gtd:
-                bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
-                done = True
-                break
-            if gtd_new >= 0:
-                bracket, bracket_f, bracket_g = [t_prev, t], [f_prev, f_new], [g_prev, g_new]
-                bracket_gtd = [gtd_prev, gtd_new]
-                break
-            min_step = t + 0.01 * (t - t_prev)
-            max_step = t * 10
-            tmp = t
-            t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
-            t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new, gtd_new
-            f_new, g_new = self._directional_evaluate(closure, t, d, d_views)
-            ls_evals += 1
-            gtd_new = float(g_new.dot(d))
-            ls_iter += 1
-        if ls_iter == max_ls:
-            bracket, bracket_f, bracket_g = [0.0, t], [f, f_new], [g, g_new]
-        insuf_progress = False
-        low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
-        while not done and ls_iter < max_ls:
-            if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
-                break
-            t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
-            hi_b, lo_b = max(bracket), min(bracket)
-            eps = 0.1 * (hi_b - lo_b)
-            if min(hi_b - t, t - lo_b) < eps:
-                if insuf_progress or t >= hi_b or t <= lo_b:
-                    t = hi_b - eps if abs(t - hi_b) < abs(t - lo_b) else lo_b + eps
-                    insuf_progress = False
-                else:
-                    insuf_progress = True
-            else:
-                insuf_progress = False
-            f_new, g_new = self._directional_evaluate(closure, t, d, d_views)
-            ls_evals += 1
-            gtd_new = float(g_new.dot(d))
-            ls_iter += 1
-            if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
-                bracket[high_pos], bracket_f[high_pos], bracket_g[high_pos] = t, f_new, g_new
-                bracket_gtd[high_pos] = gtd_new
-                low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
-            else:
-                if abs(gtd_new) <= -c2 * gtd:
-                    done = True
-                elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
-                    bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
-                    bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
-                bracket[low_pos], bracket_f[low_pos], bracket_g[low_pos] = t, f_new, g_new
-                bracket_gtd[low_pos] = gtd_new
-        return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_evals

@@ -14,6 +14,7 @@ from kan_core.data import Dataset
 from kan_core.errors import NonFiniteLossError, TrainingCancelled
 from kan_core.lbfgs import LBFGS
 from kan_core.model import KAN
+from kan_core.objective import mse
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,14 @@ def _forward_with_reg(
     lamb_coef: float,
     lamb_coefdiff: float,
     precise: bool = True,
+    u0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``u0 (n_0,)``: ``x.std(0) + 0.1`` when the caller has it (fixed data: once per batch)."""
     reg = x.new_zeros(())
-    for layer in model.layers:
+    for index, layer in enumerate(model.layers):
         y, edge_std = layer.forward_with_edge_std(x, precise)  # (B, O), (I, O)
-        a = edge_std / (x.std(0) + 0.1).unsqueeze(1)  # (I, O)
+        u = u0 if index == 0 and u0 is not None else x.std(0) + 0.1  # (I,)
+        a = edge_std / u.unsqueeze(1)  # (I, O)
         p_row = a / (a.sum(1, keepdim=True) + 1)
         p_col = a / (a.sum(0, keepdim=True) + 1)
         # H(p_row, 1) + H(p_col, 0), the means over rows / columns written as sums / counts
@@ -192,6 +196,7 @@ def fit(
     history = History(stage=stage)
     zero = train_x.new_zeros(())
 
+    ended: tuple[int, ...] | None = None  # _versions(model) after the last LBFGS step
     first = model.layers[0]  # its input is the data: features computed once per batch, not per evaluation
     first.cache_fixed_inputs(True)
     try:
@@ -204,8 +209,10 @@ def fit(
                 ids = torch.randperm(n_train, generator=gen)[:batch].to(train_x.device)
                 tids = torch.randperm(n_test, generator=gen)[:batch].to(test_x.device)
                 x, y, tx, ty = train_x[ids], train_y[ids], test_x[tids], test_y[tids]
+            u0 = x.detach().std(0) + 0.1 if lamb > 0 else None  # (n_0,): the first layer's input scales
             saved = [t.detach().clone() for t in state]
-            if update_grid and step % grid_every == 0 and start_grid_update_step <= step < stop_grid_update_step:
+            regrid = update_grid and step % grid_every == 0 and start_grid_update_step <= step < stop_grid_update_step
+            if regrid:
                 model.update_grid(x)
 
             last: dict[str, torch.Tensor] = {}
@@ -215,18 +222,24 @@ def fit(
                     for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
                         p.grad = None
                 if lamb > 0:
-                    pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff, precise_reg)
+                    pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff,
+                                                  precise_reg, u0)
                 else:
                     pred, reg = _forward(model, x), zero
-                mse = (pred - y).pow(2).mean()
-                objective = mse + lamb * reg if lamb > 0 else mse
+                loss = mse(pred, y)
+                objective = loss + lamb * reg if lamb > 0 else loss
                 if objective.requires_grad:  # a model whose edges are all masked has nothing to train
                     objective.backward()
-                last["mse"], last["reg"] = mse.detach(), reg.detach()
+                last["mse"], last["reg"] = loss.detach(), reg.detach()
                 return objective
 
             if lbfgs is not None:
-                lbfgs.step(closure)
+                # the step starts where the last one ended: its last evaluation is reused when
+                # nothing changed since (full batch, no grid update, no tensor of the model written)
+                lbfgs.step(closure, reuse=full and not regrid and ended == _versions(model))
+                if lbfgs.evals == 0:  # the history reports the objective at this point
+                    closure()
+                ended = _versions(model)
             else:
                 adam.step(closure)
             with torch.no_grad():
@@ -247,6 +260,11 @@ def fit(
         if lbfgs is not None:
             lbfgs.release()
     return history
+
+
+def _versions(model: KAN) -> tuple[int, ...]:
+    """Version counters of the model's parameters and buffers: any in-place write changes one."""
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
 
 
 def _check_fit_args(
