@@ -35,6 +35,7 @@ from kan_core.forms import MAX_CLEAN_NODES, DataCheck, check_args, judge_forms
 SMALL_TERM = 1e-3  # only terms this small next to their sum are candidates for removal
 MAX_TRIG_OPS = 60  # trigonometric rewrites only up to this many operations...
 MAX_TRIG_FUNCTIONS = 8  # ...and this many trigonometric functions
+MAX_TRIG_DEGREE = 4  # products of more sin/cos factors than this are not turned into sums
 MAX_EXPONENT_DENOMINATOR = 6  # float exponents snap to fractions p/q with q up to this
 
 
@@ -138,21 +139,44 @@ _TRIG_REWRITES: tuple[Callable[[sympy.Expr], sympy.Expr], ...] = (
     lambda e: TR5(e),  # sin(u)**2 -> 1 - cos(u)**2
     lambda e: TR11(e),  # sin(2u) -> 2 sin(u) cos(u)
     sympy.expand_trig,
-    lambda e: sympy.expand(TR8(sympy.expand_trig(e))),
+    lambda e: sympy.expand(TR8(_small_or_none(sympy.expand_trig(e)))),
 )
+
+
+def _small_or_none(expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` when it has at most MAX_TRIG_OPS operations, else ValueError (the rewrite is
+    skipped): expand_trig of sin(5x)**3 is a degree-15 polynomial that TR8 would spend seconds on."""
+    if sympy.count_ops(expr) > MAX_TRIG_OPS:
+        raise ValueError("too large to rewrite")
+    return expr
+
+
+def _trig_degree(expr: sympy.Expr) -> int:
+    """The largest number of sin/cos/tan factors (powers counted) in one product of ``expr``:
+    product-to-sum (TR8) makes up to 2**(degree - 1) terms of such a product."""
+    def degree(node: sympy.Expr) -> int:
+        total = 0
+        for f in sympy.Mul.make_args(node):
+            base, e = f.as_base_exp()
+            if isinstance(base, (sympy.sin, sympy.cos, sympy.tan)):
+                total += int(abs(e)) if e.is_Integer else 1
+        return total
+    return max((degree(n) for n in sympy.preorder_traversal(expr) if isinstance(n, (sympy.Mul, sympy.Pow))), default=0)
 
 
 def trig_rewrites(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
     """The simplest (fewest trigonometric functions, then fewest nodes) of a few rewrites by
     trigonometric identities that agrees with ``expr`` on X; only for expressions with at most
-    MAX_TRIG_OPS operations and MAX_TRIG_FUNCTIONS trigonometric functions."""
+    MAX_TRIG_OPS operations and MAX_TRIG_FUNCTIONS trigonometric functions, and product-to-sum
+    rewrites only for products of at most MAX_TRIG_DEGREE of them (the cost bound: no timer)."""
     check_args(expr, names, X)
     trig = [f for f in sympy.preorder_traversal(expr) if isinstance(f, (sympy.sin, sympy.cos, sympy.tan))]
     if not trig or len(trig) > MAX_TRIG_FUNCTIONS or sympy.count_ops(expr) > MAX_TRIG_OPS:
         return expr
     data = DataCheck(expr, names, X, None, 1e-9)
     best, best_key = expr, _trig_key(expr)
-    for rewrite in _TRIG_REWRITES:
+    rewrites = _TRIG_REWRITES if _trig_degree(expr) <= MAX_TRIG_DEGREE else (TR7, TR10i, TR5, TR11)
+    for rewrite in rewrites:
         try:
             cand = rewrite(expr)
         except Exception:  # sympy's rewrites raise assorted errors on odd inputs; skip that one

@@ -60,6 +60,11 @@ def test_trig_rewrites_leave_formulas_without_a_simpler_form():
     X, names = data({"x": (-3, 3), "y": (-3, 3)})
     for text in ("sin(x)*cos(y)", "exp(x)*cos(y) + x", "x**2 + y"):
         assert trig_rewrites(expr(text, names), names, X) == expr(text, names)
+    # the cost bound: products of many sines are not expanded into sums (2**7 terms), and
+    # expand_trig of sin(5*x)**3 (a degree-15 polynomial) is not rewritten further
+    for text in ("sin(x)*cos(y)*sin(2*x)*cos(3*y)*sin(x + y)*cos(x - y)*sin(3*x)*cos(2*y) + x",
+                 "sin(5*x)**3*cos(7*y) + y"):
+        assert trig_rewrites(expr(text, names), names, X) == expr(text, names)
 
 
 @pytest.mark.parametrize("found, true, ranges", [
