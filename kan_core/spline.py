@@ -17,6 +17,8 @@ import math
 
 import torch
 
+from kan_core.uniform_basis import UniformSpec, uniform_basis_t, uniform_spec
+
 # Relative ridge of the least-squares fits: lambda = RIDGE * mean(diag(B^T B)).
 DEFAULT_RIDGE = 1e-8
 REFINE_STEPS = 2
@@ -88,17 +90,26 @@ def b_spline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
     return basis_t(x.T.contiguous(), grid, k, knot_tables(grid, k)).permute(2, 0, 1)
 
 
-def knot_tables(grid: torch.Tensor, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+class KnotTables(list):
+    """Per Cox-de Boor level ``p = 1..k``: ``(inv, shift)`` (see `knot_tables`), and ``uniform``: the
+    closed-form data of a uniform grid (`kan_core.uniform_basis`), None for any other grid."""
+
+    uniform: UniformSpec | None = None
+
+
+def knot_tables(grid: torch.Tensor, k: int) -> KnotTables:
     """Per Cox-de Boor level ``p = 1..k``: ``(inv, shift)``, both ``(I, G+2k+1-p, 1)``, with
-    ``w_j(x) = (x - t_j) / (t_{j+p} - t_j) = x * inv_j + shift_j`` (0 where the knots coincide).
+    ``w_j(x) = (x - t_j) / (t_{j+p} - t_j) = x * inv_j + shift_j`` (0 where the knots coincide);
+    for a uniform grid also its closed form (``.uniform``), which `cox_de_boor_t` then uses.
 
     They depend on the grid only; a layer caches them between grid changes.
     """
-    tables = []
+    tables = KnotTables()
     for p in range(1, k + 1):
         den = grid[:, p:] - grid[:, :-p]  # (I, M-p)
         inv = torch.where(den > 0, 1.0 / torch.where(den > 0, den, 1.0), 0.0)
         tables.append((inv.unsqueeze(-1), (-grid[:, :-p] * inv).unsqueeze(-1)))
+    tables.uniform = uniform_spec(grid, k)
     return tables
 
 
@@ -129,8 +140,13 @@ def cox_de_boor_t(
         dB_{j,k}/dx = k * (inv_j B_{j,k-1} - inv_{j+1} B_{j+1,k-1}),   inv_j = 1 / (t_{j+k} - t_j)
 
     The levels run in place in two small work buffers, one block of samples at a time: each
-    block's ~17 elementwise passes stay in cache, and no large temporary is allocated.
+    block's ~17 elementwise passes stay in cache, and no large temporary is allocated. A uniform
+    grid (``tables.uniform`` set by `knot_tables`) takes the closed form of `kan_core.uniform_basis`.
     """
+    uniform = getattr(tables, "uniform", None)
+    if uniform is not None:
+        uniform_basis_t(xt, uniform, out, deriv_out)
+        return
     I, B = xt.shape
     M = grid.shape[1]
     block = max(1, min(B, _BLOCK_ELEMENTS // (I * M)))

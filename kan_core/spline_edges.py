@@ -8,25 +8,50 @@ that reuses one buffer. `kan_core.layer.KANLayer` is the only caller.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from kan_core import spline
+from kan_core.uniform_basis import uniform_basis_compact
 
 
 def fill_features(
     xt: torch.Tensor, grid: torch.Tensor, k: int, tables: list[tuple[torch.Tensor, torch.Tensor]], deriv: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` and, if ``deriv``, ``dF/dx`` (``silu' = s + silu (1 - s)``,
-    ``s = sigmoid``), both ``(I, K+1, B)`` from ``xt (I, B)``, written in place. No autograd."""
+) -> tuple[torch.Tensor, FeatureDeriv | None]:
+    """``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` ``(I, K+1, B)`` from ``xt (I, B)``, written in place,
+    and, if ``deriv``, ``dF/dx`` (``silu' = s + silu (1 - s)``, ``s = sigmoid``). No autograd."""
     I, B = xt.shape
     feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
-    dfdx = torch.empty_like(feats) if deriv else None
     sig = torch.sigmoid(xt)
     silu = torch.mul(sig, xt, out=feats[:, 0])
-    if dfdx is not None:
-        torch.addcmul(silu, sig, 1 - silu, out=dfdx[:, 0])
-    spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], None if dfdx is None else dfdx[:, 1:])
-    return feats, dfdx
+    dsilu = torch.addcmul(silu, sig, 1 - silu) if deriv else None  # (I, B)
+    uniform = getattr(tables, "uniform", None)
+    if uniform is not None:  # k+1 nonzero values per sample: dB/dx stays compact
+        basis = uniform_basis_compact(xt, uniform, deriv)
+        feats[:, 1:].zero_().scatter_add_(1, basis.rows, basis.vals)
+        return feats, (FeatureDeriv(dsilu, None, basis.rows, basis.dvals) if deriv else None)
+    dbdx = torch.empty_like(feats[:, 1:]) if deriv else None
+    spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], dbdx)
+    return feats, (FeatureDeriv(dsilu, dbdx, None, None) if deriv else None)
+
+
+class FeatureDeriv(NamedTuple):
+    """``dF/dx`` of `fill_features`: ``dsilu (I, B)`` and ``dB/dx`` either dense, ``dense (I, K, B)``,
+    or compact, ``vals (I, k+1, B)`` at basis rows ``rows (I, k+1, B)`` (uniform grids)."""
+
+    dsilu: torch.Tensor
+    dense: torch.Tensor | None
+    rows: torch.Tensor | None
+    vals: torch.Tensor | None
+
+    def grad_x(self, gf: torch.Tensor) -> torch.Tensor:
+        """``sum_k dF_k/dx * gf_k``: ``gf (I, K+1, B)`` (overwritten) -> ``(I, B)``."""
+        if self.dense is not None:
+            gb = gf[:, 1:].mul_(self.dense).sum(1)
+        else:
+            gb = gf[:, 1:].gather(1, self.rows).mul_(self.vals).sum(1)
+        return gb.addcmul_(gf[:, 0], self.dsilu)
 
 
 class SplineEdges(torch.autograd.Function):
@@ -37,7 +62,7 @@ class SplineEdges(torch.autograd.Function):
         backward:  dWt = dy^T F^T,   dF = Wt^T dy^T + (dCov + dCov^T) Fc / (B - 1),
                    dx = sum_k dF/dx_k * dF_k
 
-    Saved: F, dF/dx, Wt and, when the covariance is asked for, F's mean in the accumulation dtype
+    Saved: F, dF/dx (on a uniform grid only its k+1 nonzero values per sample, `FeatureDeriv`), Wt and, when the covariance is asked for, F's mean in the accumulation dtype
     (below). When that is the input dtype, F is centred in place after the product (centring first
     keeps the covariance accurate; ``dWt`` adds the mean back); when it is wider (float32 input,
     ``precise``), F is kept as is and the backward recentres a float64 copy (the same memory as
@@ -75,13 +100,14 @@ class SplineEdges(torch.autograd.Function):
         else:
             cov = feats.new_empty(0)
             ctx.mark_non_differentiable(cov)
-        ctx.save_for_backward(feats, dfdx, wt, mean)
+        ctx.save_for_backward(feats, wt, mean, *(dfdx if dfdx is not None else (None,) * 4))
         return yt, cov
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_yt, grad_cov):  # (O, B), (I, K+1, K+1); None when unused
-        feats, dfdx, wt, mean = ctx.saved_tensors
+        feats, wt, mean, *deriv = ctx.saved_tensors
+        dfdx = FeatureDeriv(*deriv)
         centred = mean is not None and mean.dtype == feats.dtype  # accumulated in place: feats holds Fc
         I, K1, B = feats.shape
         grad_xt = grad_wt = None
@@ -101,7 +127,7 @@ class SplineEdges(torch.autograd.Function):
                     gf.baddbmm_(gcov, feats)
                 else:  # float32, precise: Fc recentred in float64, the product cast back
                     gf += torch.bmm(gcov, feats.to(mean.dtype).sub_(mean)).to(gf.dtype)
-            grad_xt = gf.mul_(dfdx).sum(1)  # (I, B)
+            grad_xt = dfdx.grad_x(gf)  # (I, B)
         return grad_xt, grad_wt, None, None, None, None, None
 
 
