@@ -282,7 +282,7 @@ def buckingham(input_units: Sequence[Any], target_unit: Any, names: Sequence[str
     scale = tuple(Fraction(int(sympy.fraction(v)[0]), int(sympy.fraction(v)[1])) for v in solution)
     groups = []
     for vec in d_x.nullspace():
-        den = sympy.ilcm(*[sympy.fraction(v)[1] for v in vec]) if len(vec) else 1
+        den = sympy.ilcm(1, *[sympy.fraction(v)[1] for v in vec])
         ints = [int(v * den) for v in vec]
         g = math.gcd(*ints) or 1
         ints = [i // g for i in ints]
@@ -290,3 +290,12 @@ def buckingham(input_units: Sequence[Any], target_unit: Any, names: Sequence[str
             ints = [-i for i in ints]
         groups.append(tuple(ints))
     return PiGroups(names, scale, tuple(groups), tuple(f"pi_{j + 1}" for j in range(len(groups))))
+
+
+def column_units(units: Mapping[str, Any], feature_names: Sequence[str], target_name: str) -> tuple[list[Any], Any]:
+    """The inputs' units in column order and the target's, from a mapping column -> unit;
+    DimensionError naming the columns without one."""
+    missing = [n for n in (*feature_names, target_name) if n not in units]
+    if missing:
+        raise DimensionError(f"no unit for column(s) {', '.join(missing)}")
+    return [units[n] for n in feature_names], units[target_name]

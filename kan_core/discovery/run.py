@@ -291,6 +291,17 @@ def _finish(res: CandidateResult, full: Dataset, split: ValidationSplit, names: 
                    val_rmse=val["test_rmse"], val_r2=val["test_r2"], noise_rmse=sigma, **metrics)
 
 
+def measure_formula(res: CandidateResult, dataset: Dataset, names: Sequence[str]) -> CandidateResult:
+    """``res``'s formula (over ``names``, not yet measured) measured on ``dataset`` as `run_candidate`
+    measures its own (validation rows of `validation_split`, test and training metrics, noise floor)."""
+    split = validation_split(dataset)
+    expr = res.expr
+    first = formula_metrics(expr, names, split.search)
+    if first["test_rmse"] is None:
+        return replace(res, status="failed", error="the formula is not finite on the validation rows")
+    return _finish(replace(res, complexity=formula_complexity(expr), **first), dataset, split, tuple(names))
+
+
 def _network_rmse(run: PipelineResult, dataset: Dataset) -> float | None:
     with torch.no_grad():
         x = dataset.test_input.to(dtype=run.model.dtype, device=run.model.device)
