@@ -23,6 +23,10 @@ equations outside the public set, to check that the engine is not tuned to those
 bench/feynman_full.json (all 100 AI Feynman equations, published ranges) and
 bench/srbench_classic.json (Nguyen, Keijzer, Vladislavleva-1, R1-R3) are the larger sets.
 --noise K adds Gaussian noise of std K * std(y) to the training targets (SRBench's noisy track).
+--units runs kan_core.discovery.dimensional.discover_with_units instead of discover: each formula's
+published units (its "units" map and "target" unit, e.g. bench/feynman_full.json's, from the AI
+Feynman database's units.csv) reduce the search to Buckingham pi groups; the formula itself is
+never passed.
 The summary gives the solution rate, the accurate-fit rate and the median seconds; each formula's
 structure tree (kan_core.recurse, when the "structure" candidate ran) is printed under it.
 """
@@ -50,8 +54,10 @@ sys.path.insert(0, str(ROOT))
 
 from kan_core.data import Dataset  # noqa: E402
 from kan_core.discovery import Budget, discover  # noqa: E402
+from kan_core.discovery.dimensional import discover_with_units  # noqa: E402
 from kan_core.formula import evaluate_formula  # noqa: E402
 from kan_core.judge import is_solution  # noqa: E402
+from kan_core.units import DimensionError  # noqa: E402
 
 FORMULAS = ROOT.parent / "shared" / "benchmarks" / "formulas.json"
 if not FORMULAS.exists():
@@ -75,6 +81,23 @@ def make_data(entry: dict, seed: int, n: int = 1000, noise: float = 0.0) -> tupl
     if noise > 0:
         y = y + rng.normal(0.0, noise * float(np.std(y)), y.shape)
     return names, true, Dataset.from_arrays(x, y, xt, yt)
+
+
+# A base of a benchmark file's "unit_bases" as SI exponents (AI Feynman's units.csv: m, s, kg, T = kelvin, V = volt).
+UNIT_BASES = {"m": {"m": 1}, "s": {"s": 1}, "kg": {"kg": 1}, "T": {"K": 1}, "K": {"K": 1}, "A": {"A": 1},
+              "V": {"kg": 1, "m": 2, "s": -3, "A": -1}}
+
+
+def entry_units(entry: dict, bases: list[str]) -> tuple[list[dict], dict]:
+    """The inputs' units (in the order of entry["variables"]) and the target's, as SI exponent maps."""
+    def si(exps: list[float]) -> dict:
+        out: dict = {}
+        for base, e in zip(bases, exps):
+            for b, k in UNIT_BASES[base].items():
+                out[b] = out.get(b, 0) + k * e
+        return out
+
+    return [si(entry["units"][v]) for v in entry["variables"]], si(entry["target"]["unit"])
 
 
 def tree_lines(node: dict | None, depth: int = 0) -> list[str]:
@@ -131,16 +154,28 @@ def judge(found: sympy.Expr | str | None, true: sympy.Expr, names: list[str], ti
     return verdict[1]
 
 
-def run_ours(data: Dataset, names: list[str], budget: float) -> tuple[sympy.Expr | None, float, str, dict | None]:
+def run_ours(data: Dataset, names: list[str], budget: float,
+             units: tuple[list[dict], dict] | None = None) -> tuple[sympy.Expr | None, float, str, dict | None]:
     start = time.perf_counter()
-    out = discover(data, Budget(max_candidates=20, max_seconds=budget), var_names=names)
+    groups = ""
+    if units is None:
+        out = discover(data, Budget(max_candidates=20, max_seconds=budget), var_names=names)
+    else:
+        try:
+            out, pi = discover_with_units(data, units[0], units[1], Budget(max_candidates=20, max_seconds=budget),
+                                          var_names=names)
+        except DimensionError as exc:
+            return None, time.perf_counter() - start, f"refused: {exc}", None
+        except (ValueError, TypeError, ArithmeticError) as exc:  # a bug in the reduction: a failure, shown
+            return None, time.perf_counter() - start, f"error: {type(exc).__name__}: {exc}"[:300], None
+        groups = (f"units: y = {pi.scale_expr()} * F({', '.join(f'{g}={e}' for g, e in zip(pi.group_names, pi.group_exprs()))}); ")
     seconds = time.perf_counter() - start
     chosen = out.chosen
     trees = [r for r in ([chosen] if chosen is not None else []) + list(out.results) if getattr(r, "structure", None)]
     tree = trees[0].structure if trees else None
-    ran = ", ".join(f"{r.spec_id.split('-', 1)[1]}:{r.status}" + (f"(R2={r.test_r2:.6f})" if r.test_r2 is not None else "")
+    ran = ", ".join(f"{r.spec_id.split('-', 1)[-1]}:{r.status}" + (f"(R2={r.test_r2:.6f})" if r.test_r2 is not None else "")
                     for r in out.results)
-    note = f"stopped={out.stopped}, {len(out.results)} candidates [{ran}]"
+    note = f"{groups}stopped={out.stopped}, {len(out.results)} candidates [{ran}]"
     if chosen is None:
         return None, seconds, note, tree
     return chosen.expr, seconds, f"chosen {chosen.spec_id}, {note}", tree
@@ -199,11 +234,15 @@ def main() -> None:
     parser.add_argument("--pykan-seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=0.0, metavar="K",
                         help="Gaussian noise of std K * std(y) on the training targets only (SRBench style; default 0)")
+    parser.add_argument("--units", action="store_true",
+                        help="pass each formula's published units to discovery (discover_with_units; needs 'units' and "
+                             "'target' in the benchmark file, e.g. bench/feynman_full.json)")
     parser.add_argument("--json", metavar="PATH", help="also write the per-formula results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)  # pykan builds its tensors in the default dtype
-    entries = json.loads(args.formulas.read_text())["formulas"]
+    bench_file = json.loads(args.formulas.read_text())
+    entries = bench_file["formulas"]
     if args.only:
         unknown = set(args.only) - {e["id"] for e in entries}
         if unknown:
@@ -211,10 +250,14 @@ def main() -> None:
         chosen_ids = set(args.only)
     else:
         chosen_ids = {e["id"] for e in entries}
-    print(f"{args.formulas}: {len(entries)} formulas, noise {args.noise:g}; torch {torch.__version__}, {args.threads} thread(s), float64, budget {args.budget:g} s/formula, "
+    print(f"{args.formulas}: {len(entries)} formulas, noise {args.noise:g}{', with units' if args.units else ''}; torch {torch.__version__}, {args.threads} thread(s), float64, budget {args.budget:g} s/formula, "
           f"load average {os.getloadavg()[0]:.1f} at start, {os.cpu_count()} CPUs")
 
     selected = [(index, entry) for index, entry in enumerate(entries) if entry["id"] in chosen_ids]
+    if args.units:
+        lacking = [e["id"] for _, e in selected if "units" not in e or "target" not in e]
+        if lacking or "unit_bases" not in bench_file:
+            parser.error(f"--units: {args.formulas} has no 'unit_bases' or formulas without 'units'/'target': {lacking[:5]}")
     pykan_conn = pykan_proc = None
     if not args.skip_pykan:  # pykan in a process of its own, beside ours (1 core each)
         ctx = multiprocessing.get_context("spawn")
@@ -241,7 +284,8 @@ def main() -> None:
         problems[entry["id"]] = (true, names, data)
         print(f"\n[{entry['id']}] {entry['formula']}   (load {os.getloadavg()[0]:.1f})", flush=True)
         row = {"id": entry["id"], "formula": entry["formula"]}
-        expr, seconds, note, tree = run_ours(data, names, args.budget)
+        units = entry_units(entry, bench_file["unit_bases"]) if args.units else None
+        expr, seconds, note, tree = run_ours(data, names, args.budget, units)
         row["ours"] = score("ours", expr, seconds, note, true, names, data)
         row["ours"]["structure"] = tree
         for line in tree_lines(tree):
