@@ -121,7 +121,7 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
                 supports = beam_search(cols.values, target.t, max_terms, beam, stop)
                 new = [r for s in supports if (r := _refit(cols, s, target, y)) is not None]
                 if not any(r.rmse <= tol for r in new) and not stop():
-                    new += [r for s in stlsq_mixed(cols, supports, target.t, max_terms) if (r := _refit(cols, s, target, y))]
+                    new += [r for s in stlsq_mixed(cols, supports, target.t, max_terms, stop) if (r := _refit(cols, s, target, y))]
                 for r in new:
                     found.setdefault((name, str(target.den0[0]), r.support, tier), r)
                 raws += new
@@ -209,7 +209,7 @@ def _columns(full: Dictionary, tier: int, target: _Target, X: np.ndarray, symbol
             return logs
         rest = logs.concat(full.select(np.flatnonzero(
             (full.tiers <= below) & ~np.isin(np.arange(len(full.exprs)), _log_index(full)))))
-        return rest.concat(monomials(X, symbols, {str(e) for e in full.exprs}))
+        return rest.concat(monomials(X, symbols, set(full.exprs)))
     cols = full.upto(tier)
     return cols.with_rational(X, symbols, y, exclude=target.den0[0]) if target.rational else cols
 

@@ -117,11 +117,12 @@ def _swap(A: np.ndarray, t: np.ndarray, ok: np.ndarray, support: tuple[int, ...]
     return tuple(sorted(best))
 
 
-def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int) -> list[tuple[int, ...]]:
+def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int, stop: Callable[[], bool]) -> list[tuple[int, ...]]:
     """Sequentially thresholded least squares (SINDy), for the case where the whole dictionary
     fits t exactly but forward selection took a wrong first step: from the full least-squares fit,
     drop the columns with small scaled coefficients while the fit stays exact. [] unless an exact
-    support of at most ``max_terms`` columns comes out (or when the dictionary is too wide)."""
+    support of at most ``max_terms`` columns comes out (or when the dictionary is too wide, or
+    ``stop()`` turns True: it is asked before each least-squares solve)."""
     n, d = A.shape
     if d == 0 or d > STLSQ_MAX_COLUMNS or 1.5 * d > n:
         return []
@@ -137,6 +138,8 @@ def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int) -> list[tuple[int, ...]
         small = np.abs(coef) < thr * np.abs(coef).max()
         if not small.any():
             continue
+        if stop():
+            return []
         trial = keep[~small]
         c = _lstsq(A[:, trial], t)
         r = t - A[:, trial] @ c
@@ -147,12 +150,12 @@ def _stlsq(A: np.ndarray, t: np.ndarray, max_terms: int) -> list[tuple[int, ...]
 
 
 def stlsq_mixed(cols: Dictionary, supports: list[tuple[int, ...]], t: np.ndarray,
-                 max_terms: int) -> list[tuple[int, ...]]:
+                max_terms: int, stop: Callable[[], bool]) -> list[tuple[int, ...]]:
     """`_stlsq` on the whole dictionary where it is narrow enough; otherwise on its simplest terms
     plus every column the forward search picked: ``I1 + I2 + 2*sqrt(I1*I2)*cos(d)``, where the
     search finds the cosine term but approximates ``I1 + I2`` by other products."""
     if cols.values.shape[1] <= STLSQ_MAX_COLUMNS:
-        return _stlsq(cols.values, t, max_terms)
+        return _stlsq(cols.values, t, max_terms, stop)
     picked = sorted({j for s in supports for j in s})
     low = np.flatnonzero(cols.tiers <= 1)
     if len(low) + len(picked) > STLSQ_MAX_COLUMNS:
@@ -160,7 +163,7 @@ def stlsq_mixed(cols: Dictionary, supports: list[tuple[int, ...]], t: np.ndarray
     sub = np.union1d(low, np.array(picked, dtype=int))
     if len(sub) > STLSQ_MAX_COLUMNS:
         return []
-    return [tuple(int(sub[k]) for k in s) for s in _stlsq(cols.values[:, sub], t, max_terms)]
+    return [tuple(int(sub[k]) for k in s) for s in _stlsq(cols.values[:, sub], t, max_terms, stop)]
 
 
 def _lstsq(A: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -123,9 +123,9 @@ def _factors(x: np.ndarray, s: sympy.Symbol, n_vars: int) -> list[tuple[sympy.Ex
 MAX_MONOMIAL_VARS = 6  # `monomials` only up to this many inputs (3**n columns)
 
 
-def monomials(X: np.ndarray, symbols: list[sympy.Symbol], skip: set[str]) -> Dictionary:
+def monomials(X: np.ndarray, symbols: list[sympy.Symbol], skip: set[sympy.Expr]) -> Dictionary:
     """Products ``prod x_i**p_i`` with p_i in {-1, 0, 1} (-1 only for inputs away from 0) of at
-    least three inputs, but those named in ``skip``: the exponents of Boltzmann factors
+    least three inputs, but those in ``skip``: the exponents of Boltzmann factors
     (``m*g*x/(kb*T)``), beyond the pairs and triples of `build_dictionary`. Empty beyond
     MAX_MONOMIAL_VARS inputs."""
     n = len(symbols)
@@ -139,7 +139,7 @@ def monomials(X: np.ndarray, symbols: list[sympy.Symbol], skip: set[str]) -> Dic
             if sum(1 for e in p if e) < 3:
                 continue
             expr = sympy.Mul(*(symbols[i] ** e for i, e in enumerate(p) if e))
-            if str(expr) not in skip:
+            if expr not in skip:
                 with np.errstate(all="ignore"):
                     vals.append(np.prod([X[:, i] ** float(e) for i, e in enumerate(p) if e], axis=0))
                 exprs.append(expr)

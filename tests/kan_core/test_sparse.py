@@ -8,7 +8,8 @@ from kan_core.data import Dataset
 from kan_core.discovery import Budget, candidates, run_candidate
 from kan_core.judge import is_solution
 from kan_core.sparse import fit_sparse
-from kan_core.sparse_terms import build_dictionary, monomials, nice_number, term_tier
+from kan_core.sparse_search import _stlsq, stlsq_mixed
+from kan_core.sparse_terms import Dictionary, build_dictionary, monomials, nice_number, term_tier
 
 
 def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, seed: int = 0):
@@ -115,7 +116,7 @@ def test_monomial_columns_skip_known_terms_and_invert_only_inputs_away_from_zero
     X = np.random.default_rng(0).uniform(1, 5, (50, 4))
     X[:, 3] -= 3  # d in (-2, 2): no 1/d
     a, b, c, d = symbols = list(sympy.symbols("a b c d"))
-    mono = monomials(X, symbols, {str(a * b * c)})
+    mono = monomials(X, symbols, {a * b * c})
     exprs = set(mono.exprs)
     assert a * b / c in exprs and a * b * c * d in exprs and a * b * c not in exprs
     assert not any(e.has(1 / d) for e in exprs)
@@ -155,3 +156,13 @@ def test_large_datasets_are_subsampled():
     X, y, names = sample("x*y + 1", {"x": (-1, 1), "y": (-1, 1)}, n=50_000)
     best = fit_sparse(X, y, names)[0]  # a (50000, D) dictionary would take gigabytes
     assert best.exact and is_solution(best.expr, "x*y + 1", names)
+
+
+def test_thresholded_least_squares_finds_the_support_and_asks_stop_before_each_solve():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(300, 40))
+    t = A[:, 3] - 2 * A[:, 17]
+    assert stlsq_mixed(Dictionary(A, [sympy.Integer(j) for j in range(40)], np.zeros(40, dtype=int)), [], t, 6,
+                       lambda: False) == [(3, 17)]
+    asked = []
+    assert _stlsq(A, t, 6, lambda: asked.append(1) or True) == [] and len(asked) == 1
