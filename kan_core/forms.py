@@ -72,6 +72,7 @@ class DataCheck:
 
 
 def check_args(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> None:
+    """ValueError unless ``expr`` is a sympy expression and ``X`` is (N > 0, len(names))."""
     if not isinstance(expr, sympy.Basic):
         raise ValueError(f"expected a sympy expression, got {type(expr).__name__}")
     X = np.asarray(X)
@@ -79,10 +80,9 @@ def check_args(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> None:
         raise ValueError(f"X must be (N, {len(names)}), got {X.shape}")
 
 
-
 def judge_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
     """The forms the judge's sign-less sympy can compare with a textbook formula (module
-    docstring, step 3): each rewrite of `JUDGE_REWRITES` in turn, kept only when it agrees with
+    docstring): each rewrite of `JUDGE_REWRITES` in turn, kept only when it agrees with
     ``expr`` on X (relative 1e-9) and grows the tree by at most MAX_FORM_GROWTH nodes."""
     check_args(expr, names, X)
     if formula_complexity(expr) > MAX_CLEAN_NODES or not expr.free_symbols:
@@ -263,11 +263,12 @@ def positive_log_ratios(expr: sympy.Expr) -> sympy.Expr:
 
 def split_log_products(expr: sympy.Expr) -> sympy.Expr:
     """``log(P) -> log(P_1) + log(P_2) + ...`` for a polynomial P that factors over the rationals
-    into two or more distinct non-constant factors (valid where they are positive: the caller checks)."""
+    into two or more distinct non-constant factors (valid where they are positive: the caller checks);
+    only for P of at most MAX_REWRITE_OPS operations (factoring is the cost)."""
 
     def split(node: sympy.Expr) -> sympy.Expr:
         arg = node.args[0]
-        if not (isinstance(arg, sympy.Add) and arg.is_polynomial()):
+        if not (isinstance(arg, sympy.Add) and sympy.count_ops(arg) <= MAX_REWRITE_OPS and arg.is_polynomial()):
             return node
         coeff, factors = sympy.factor_list(arg)
         if len(factors) < 2 or coeff <= 0:
