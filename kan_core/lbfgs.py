@@ -6,8 +6,9 @@ Why: on a network of a few hundred parameters each evaluation is a few hundred t
 and torch's optimiser adds its own per parameter tensor (a gradient gather, a parameter update and
 a restore per tensor). Here the gradients accumulate into one flat buffer (each ``p.grad`` is a
 view of it) and parameters move with one ``_foreach`` call. The scalars are the same 0-dim tensors
-and floats as torch's (``1.0 / tensor`` is a reciprocal and a product in torch, not a division:
-mixing in Python floats would change the last bits), so the iterates are bit-for-bit those of
+and floats as torch's where it matters (``1.0 / tensor`` is a reciprocal and a product in torch,
+not a division; products, sums and tensor / tensor are the same IEEE operations on floats, which
+the two-loop recursion uses as they are cheaper), so the iterates are bit-for-bit those of
 ``torch.optim.LBFGS(..., line_search_fn="strong_wolfe")`` (`tests/kan_core/test_lbfgs.py`).
 """
 
@@ -57,8 +58,8 @@ class LBFGS:
         self._t: torch.Tensor | float = 0.0
         self._old_dirs: list[torch.Tensor] = []
         self._old_stps: list[torch.Tensor] = []
-        self._ro: list[torch.Tensor] = []
-        self._h_diag: torch.Tensor | float = 1.0
+        self._ro: list[float] = []
+        self._h_diag = 1.0
         self._prev_flat_grad: torch.Tensor | None = None
         self._end: tuple[float, torch.Tensor] | None = None  # loss and gradient where the last step ended
         self.evals = 0
@@ -153,16 +154,16 @@ class LBFGS:
                 self._ro.pop(0)
             self._old_dirs.append(y)
             self._old_stps.append(s)
-            self._ro.append(1.0 / ys)
-            self._h_diag = ys / y.dot(y)
+            self._ro.append(float(1.0 / ys))  # torch's reciprocal, then a float: products are exact IEEE either way
+            self._h_diag = float(ys / y.dot(y))
         num_old = len(self._old_dirs)
-        al: list[torch.Tensor] = [flat_grad] * num_old  # placeholders, all set below
+        al = [0.0] * num_old
         q = flat_grad.neg()
         for i in range(num_old - 1, -1, -1):
-            al[i] = self._old_stps[i].dot(q) * self._ro[i]
+            al[i] = self._old_stps[i].dot(q).item() * self._ro[i]
             q.add_(self._old_dirs[i], alpha=-al[i])
         r = torch.mul(q, self._h_diag, out=self._dbuf)
         for i in range(num_old):
-            be_i = self._old_dirs[i].dot(r) * self._ro[i]
+            be_i = self._old_dirs[i].dot(r).item() * self._ro[i]
             r.add_(self._old_stps[i], alpha=al[i] - be_i)
         return r
