@@ -56,9 +56,8 @@ def test_pendulum_period_from_noisy_data_with_units():
     (x, y), (xt, yt) = _rows(period, ranges, 400, rng), _rows(period, ranges, 400, rng)
     data = Dataset.from_arrays(x, y + rng.normal(0, 0.01 * y.std(), y.shape), xt, yt)
     out, groups = discover_with_units(data, ["kg", "m", "m/s^2"], "s", var_names=["m", "L", "g"])
-    m, L, g = sympy.symbols("m L g")
     assert out.chosen is not None and "m" not in {str(s) for s in out.chosen.expr.free_symbols}
-    assert sympy.simplify(out.chosen.expr - 2 * sympy.pi * sympy.sqrt(L) / sympy.sqrt(g)) == 0
+    assert out.chosen.formula == "2*pi*sqrt(L/g)"  # one radical, as written for positive L and g
     assert out.chosen.test_r2 == pytest.approx(1.0) and out.chosen.noise_rmse is not None
 
 
@@ -81,3 +80,15 @@ def test_a_fractional_power_of_a_negative_column_is_refused():
     data = Dataset.from_arrays(x, np.ones(50), x, np.ones(50))
     with pytest.raises(DimensionError, match="fractional power"):
         discover_with_units(data, ["m", "m/s^2"], "s", var_names=["L", "g"])
+
+
+def test_formulas_are_written_with_one_radical_only_where_the_values_agree():
+    from kan_core.discovery.dimensional import written_positive
+    from kan_core.units import radical_form
+
+    a, d, x, g, p, r = sympy.symbols("A d x g p r")
+    assert radical_form(sympy.sqrt(a) * sympy.sqrt(a / d ** 2), ["A", "d"]) == a / d
+    assert radical_form(sympy.sqrt(g) * sympy.sqrt(p) / sympy.sqrt(r), ["g", "p", "r"]) == sympy.sqrt(g * p / r)
+    rows = np.array([[-2.0], [3.0]])  # (N, 1)
+    assert written_positive(sympy.sqrt(x ** 2), ["x"], rows) == sympy.sqrt(x ** 2)  # |x| is not x at x = -2
+    assert written_positive(sympy.sqrt(x ** 2), ["x"], np.abs(rows)) == x
