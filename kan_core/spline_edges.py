@@ -22,14 +22,15 @@ def fill_features(
     """``F = [silu(x_i), B_1(x_i), .., B_K(x_i)]`` ``(I, K+1, B)`` from ``xt (I, B)``, written in place,
     and, if ``deriv``, ``dF/dx`` (``silu' = s + silu (1 - s)``, ``s = sigmoid``). No autograd."""
     I, B = xt.shape
-    feats = torch.empty(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
+    uniform = getattr(tables, "uniform", None)
+    alloc = torch.zeros if uniform is not None else torch.empty
+    feats = alloc(I, grid.shape[1] - k, B, dtype=xt.dtype, device=xt.device)
     sig = torch.sigmoid(xt)
     silu = torch.mul(sig, xt, out=feats[:, 0])
     dsilu = torch.addcmul(silu, sig, 1 - silu) if deriv else None  # (I, B)
-    uniform = getattr(tables, "uniform", None)
     if uniform is not None:  # k+1 nonzero values per sample: dB/dx stays compact
         basis = uniform_basis_compact(xt, uniform, deriv)
-        feats[:, 1:].zero_().scatter_add_(1, basis.rows, basis.vals)
+        feats[:, 1:].scatter_add_(1, basis.rows, basis.vals)  # feats was zeroed whole (contiguous: fast)
         return feats, (FeatureDeriv(dsilu, None, basis.rows, basis.dvals) if deriv else None)
     dbdx = torch.empty_like(feats[:, 1:]) if deriv else None
     spline.cox_de_boor_t(xt, grid, tables, feats[:, 1:], dbdx)

@@ -89,26 +89,26 @@ def uniform_basis_compact(xt: torch.Tensor, spec: UniformSpec, deriv: bool) -> U
     jl = j.long()
     # f from the interval's own left knot (not u - j): keeps f's rounding at the knots' scale
     f = (xt - spec.grid.gather(1, jl.clamp(0, M - 1))).mul_(spec.inv_h).clamp_(0, 1)  # (I, B)
-    rows = jl.new_empty(I, k1, B)
-    vals = xt.new_empty(I, k1, B)
-    dvals = xt.new_empty(I, k1, B) if deriv else None
-    for r in range(k1):  # value r belongs to basis function m = j - k + r, which exists if 0 <= m < K
-        torch.clamp(jl + (r - k), 0, K - 1, out=rows[:, r])
-        live = (j >= k - r).logical_and_(j <= K - 1 + k - r)  # (I, B)
-        _horner(spec.C[r], f, vals[:, r]).mul_(live)
-        if dvals is not None:
-            _horner(spec.D[r], f, dvals[:, r]).mul_(live).mul_(spec.inv_h)
-    return UniformBasis(rows, vals, dvals)
+    # (k+1, I, B) throughout, one operation per step for all r (their (I, k+1, B) views are returned)
+    rows = (jl + torch.arange(-k, 1, device=jl.device).view(-1, 1, 1)).clamp_(0, K - 1)  # (k+1, I, B)
+    lo = torch.arange(k, -1, -1, dtype=j.dtype, device=j.device).view(-1, 1, 1)  # value r of interval j is
+    live = (j >= lo).logical_and_(j < lo + K).to(xt.dtype)  # basis function j - k + r: exists if 0 <= it < K
+    like = dict(dtype=xt.dtype, device=xt.device)
+    vals = _horner(torch.tensor(spec.C, **like), f, live)
+    dvals = _horner(torch.tensor(spec.D, **like), f, live).mul_(spec.inv_h) if deriv else None
+    t = lambda v: None if v is None else v.transpose(0, 1)  # noqa: E731
+    return UniformBasis(t(rows), t(vals), t(dvals))
 
 
-def _horner(coef: tuple[float, ...], f: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``sum_d coef[d] f^d`` written into ``out`` (``f``'s shape)."""
-    if len(coef) == 1:
-        return out.fill_(coef[0])
-    torch.mul(f, coef[-1], out=out).add_(coef[-2])
-    for c in reversed(coef[:-2]):
-        out.mul_(f).add_(c)
-    return out
+def _horner(coef: torch.Tensor, f: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """``live * sum_d coef[r, d] f^d``: ``coef (k+1, n)``, ``f (I, B)``, ``live (k+1, I, B)`` -> ``(k+1, I, B)``."""
+    c = coef.T.unsqueeze(-1).unsqueeze(-1)  # (n, k+1, 1, 1)
+    if len(c) == 1:
+        return live * c[0]
+    acc = torch.addcmul(c[-2], f, c[-1])
+    for d in range(len(c) - 3, -1, -1):
+        torch.addcmul(c[d], acc, f, out=acc)
+    return acc.mul_(live)
 
 
 def uniform_basis_t(
