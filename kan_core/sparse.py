@@ -40,6 +40,8 @@ TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "s
 LOG_LIKE = ("log", "log(1+1/y)")  # targets whose dictionary leads with the logs of the inputs (monomials)
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
 ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
+PREFACTOR_AFTER_TIER = 2  # after this tier, y divided by its monomial prefactor is tried (tiers up to this one)
+PREFACTOR_TOL = 0.15  # an exponent of the log-log fit this close to an integer is taken as that
 MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 2, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}  # the highest tier tried with these transforms
 
 
@@ -82,7 +84,8 @@ def fit_sparse(
 
 def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: int, transforms: Sequence[str],
                 beam: int, should_stop: Callable[[], bool] | None, max_seconds: float | None,
-                max_results: int) -> list[SparseFit]:
+                max_results: int, *, tiers: Sequence[int] = TIERS, full: Dictionary | None = None,
+                prefactor: bool = True) -> list[SparseFit]:
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64).reshape(-1)
     names = [str(n) for n in names]
@@ -104,11 +107,17 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
         return (should_stop is not None and should_stop()) or (deadline is not None and time.monotonic() >= deadline)
 
     symbols = [sympy.Symbol(n) for n in names]
-    full = build_dictionary(X, symbols)
+    full = build_dictionary(X, symbols) if full is None else full
     y_std = float(np.std(y))
     tol = EXACT_REL_RMSE * y_std if y_std > 0 else 1e-300
     found: dict[tuple[str, str, tuple[int, ...], int], _Raw] = {}
-    for tier in TIERS:
+    for tier in tiers:
+        if tier == PREFACTOR_AFTER_TIER + 1 and prefactor and not stop():
+            scaled = _with_prefactor(X, y, names, symbols, full, tol, lambda: _fit_sparse(
+                X, y / _prefactor(X, y, symbols)[1], names, max_terms, transforms, beam, stop, None, max_results,
+                tiers=TIERS[: PREFACTOR_AFTER_TIER + 1], full=full, prefactor=False))
+            if scaled:
+                return scaled[:max_results]
         for name in transforms:
             if stop():
                 break
@@ -135,6 +144,51 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
     chosen = exact[: 2 * max_results] or sorted(found.values(), key=lambda r: r.rmse)[:max_results]
     fits = [f for r in chosen if (f := _to_formula(r, X, y, names, tol)) is not None]
     return _rank(fits)[:max_results]
+
+
+def _prefactor(X: np.ndarray, y: np.ndarray, symbols: list) -> tuple[sympy.Expr, np.ndarray]:
+    """The monomial ``prod x_i**p_i`` (p_i a nonzero integer, inputs > 0 only) that the
+    least-squares fit of ``log|y|`` on the inputs' logs comes within PREFACTOR_TOL of in each
+    exponent: the units-like factor of ``m*c**2/sqrt(1 - v**2/c**2)``, whose rest is simpler.
+    (1, ones) where there is none."""
+    none = (sympy.Integer(1), np.ones(len(y)))
+    pos = [i for i in range(X.shape[1]) if float(X[:, i].min()) > 0 and np.ptp(np.log(X[:, i])) > 1e-3]
+    a = np.abs(y)
+    rows = a > 1e-3 * float(np.median(a)) if float(np.median(a)) > 0 else a > 0
+    if not pos or rows.sum() < 8:
+        return none
+    A = np.column_stack([np.ones(int(rows.sum())), np.log(X[rows][:, pos])])  # (R, 1 + k)
+    t = np.log(a[rows])
+    keep_rows = np.ones(len(t), dtype=bool)
+    for _ in range(3):  # trimmed: the rows the rest of y makes far from a monomial (log|sin| near 0) weigh less
+        full_coef = np.linalg.lstsq(A[keep_rows], t[keep_rows], rcond=None)[0]
+        res = np.abs(t - A @ full_coef)
+        keep_rows = res <= np.quantile(res, 0.7)
+    coef = full_coef[1:]
+    whole = np.round(coef)
+    keep = [(pos[k], float(h)) for k, h in enumerate(whole) if h != 0 and abs(coef[k] - h) <= PREFACTOR_TOL]
+    if not keep:
+        return none
+    expr = sympy.Mul(*(symbols[i] ** int(p) for i, p in keep))
+    return expr, np.prod([X[:, i] ** p for i, p in keep], axis=0)
+
+
+def _with_prefactor(X: np.ndarray, y: np.ndarray, names: list[str], symbols: list, full: Dictionary, tol: float,
+                    fit: Callable[[], list[SparseFit]]) -> list[SparseFit]:
+    """The exact fits of ``y / M`` (``fit()``; M from `_prefactor`) times M, measured on y; [] if
+    there is no prefactor or no exact fit."""
+    M, _ = _prefactor(X, y, symbols)
+    if M == 1:
+        return []
+    out = []
+    for f in fit():
+        if f.exact:
+            expr = M * f.expr
+            pred = evaluate_formula(expr, names, X)
+            if np.isfinite(pred).all() and (error := metrics.rmse(pred, y)) <= tol:
+                out.append(SparseFit(expr, f"{f.transform}*monomial", f.n_terms, error, metrics.r2(pred, y),
+                                     formula_complexity(expr), True))
+    return _rank(out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -192,6 +192,8 @@ def build_dictionary(X: np.ndarray, symbols: list[sympy.Symbol]) -> Dictionary:
                 fns = [(e, fn(x)) for e, fn in _unary(x, s, n) if e.has(sympy.sin, sympy.cos, sympy.exp)]
                 for (fe, fv), (ge, gv) in itertools.combinations(fns, 2):
                     add(fe * ge, fv * gv)
+            else:  # of those, only sin(x)*cos(x) (sin(2x)/2) with more inputs
+                add(sympy.sin(s) * sympy.cos(s), np.sin(x) * np.cos(x))
         for i, j in itertools.combinations(range(n), 2):
             a, b, sa, sb = X[:, i], X[:, j], symbols[i], symbols[j]
             for (fe, fv), (ge, gv) in itertools.product(facs[i], facs[j]):

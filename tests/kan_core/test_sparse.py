@@ -7,7 +7,7 @@ import sympy
 from kan_core.data import Dataset
 from kan_core.discovery import Budget, candidates, run_candidate
 from kan_core.judge import is_solution
-from kan_core.sparse import fit_sparse
+from kan_core.sparse import _prefactor, fit_sparse
 from kan_core.sparse_search import _stlsq, stlsq_mixed
 from kan_core.sparse_terms import Dictionary, build_dictionary, monomials, nice_number, term_tier
 
@@ -42,6 +42,9 @@ def sample(formula: str, ranges: dict[str, tuple[float, float]], n: int = 400, s
                  marks=pytest.mark.slow),  # a 5-factor monomial
     ("1/(exp(h*w/(2*pi*k*T)) - 1)", {v: (1, 5) for v in ("h", "w", "k", "T")}, "log(1+1/y)"),  # Bose-Einstein
     pytest.param("x**y", {"x": (0, 1), "y": (0, 1)}, "log", marks=pytest.mark.slow),  # log(x) although x nears 0
+    ("m*c**2/sqrt(1 - v**2/c**2)", {"m": (1, 5), "v": (1, 2), "c": (3, 10)}, "1/y^2*monomial"),  # y/(m*c**2)
+    pytest.param("p*cos(t)*sin(t)/(e*r**3)", {"e": (1, 3), "p": (1, 3), "t": (1, 3), "r": (1, 3)}, "y*monomial",
+                 marks=pytest.mark.slow),  # signed: the prefactor from log|y|
     pytest.param("exp((sin(pi*(a**2 + b**2)) + sin(pi*(c**2 + d**2)))/2)", {v: (-1, 1) for v in "abcd"}, "log",
                  marks=pytest.mark.slow),  # functions of squared radii
 ])  # fmt: skip
@@ -131,6 +134,17 @@ def test_the_normalised_rational_is_tried_only_after_the_plain_one():
     X, y, names = sample("(x1 + x2)/(2 + x1*x2)", {"x1": (1, 2), "x2": (1, 2)})
     best = fit_sparse(X, y, names)[0]
     assert best.exact and best.transform == "rational", best
+
+
+def test_a_monomial_prefactor_is_found_only_where_there_is_one():
+    x = sympy.symbols("m v c")
+    X, y, _ = sample("m*c**2/sqrt(1 - v**2/c**2)", {"m": (1, 5), "v": (1, 2), "c": (3, 10)})
+    M, values = _prefactor(X, y, list(x))
+    assert M == x[0] * x[2] ** 2 and np.allclose(values, X[:, 0] * X[:, 2] ** 2)
+    X, y, _ = sample("sin(m) + exp(v) + c", {"m": (1, 5), "v": (1, 2), "c": (3, 10)})
+    assert _prefactor(X, y, list(x))[0] == 1
+    X, y, _ = sample("m*v", {"m": (-1, 1), "v": (-1, 1), "c": (3, 10)})  # signed inputs: no logs
+    assert _prefactor(X, y, list(x))[0] == 1
 
 
 def test_nice_numbers():
