@@ -25,8 +25,8 @@ class UniformSpec(NamedTuple):
     grid: torch.Tensor  # (I, M)
     t0: torch.Tensor  # (I, 1): the first knot
     inv_h: torch.Tensor  # (I, 1): 1 / knot spacing
-    C: tuple[tuple[float, ...], ...]  # (k+1, k+1): C[r][d], the pieces of N_k (rows r, powers d of f)
-    D: tuple[tuple[float, ...], ...]  # (k+1, k): the pieces of N_k' (times 1/h: dB/dx)
+    C: torch.Tensor  # (k+1, k+1, 1, 1): C[d, r], the pieces of N_k (powers d of f, values r)
+    D: torch.Tensor  # (k, k+1, 1, 1): the same for N_k' (times 1/h: dB/dx)
 
 
 def cardinal_pieces(k: int) -> list[list[Fraction]]:
@@ -61,8 +61,10 @@ def uniform_spec(grid: torch.Tensor, k: int) -> UniformSpec | None:
     if not bool(((grid.diff(dim=1) - h).abs() <= tol).all() and (h > 0).all()):
         return None
     pieces = cardinal_pieces(k)
-    C = tuple(tuple(float(c) for c in pieces[k - r]) for r in range(k + 1))
-    D = tuple(tuple(float((d + 1) * pieces[k - r][d + 1]) for d in range(k)) for r in range(k + 1))
+    C = [[float(pieces[k - r][d]) for r in range(k + 1)] for d in range(k + 1)]
+    D = [[float((d + 1) * pieces[k - r][d + 1]) for r in range(k + 1)] for d in range(k)]
+    like = dict(dtype=grid.dtype, device=grid.device)
+    C, D = (torch.tensor(c, **like)[..., None, None] for c in (C, D))
     return UniformSpec(grid.clone(), grid[:, :1].clone(), 1.0 / h, C, D)
 
 
@@ -82,7 +84,7 @@ def uniform_basis_compact(xt: torch.Tensor, spec: UniformSpec, deriv: bool) -> U
     outside the grid's ends) are 0, their rows clamped into ``0..K-1`` (scatter them by addition).
     """
     I, B = xt.shape
-    M, k1 = spec.grid.shape[1], len(spec.C)
+    M, k1 = spec.grid.shape[1], spec.C.shape[1]
     K, k = M - k1, k1 - 1
     j = (xt - spec.t0).mul_(spec.inv_h).floor_().clamp_(-1, M - 1)  # (I, B): interval, -1 / M-1 outside
     j = torch.nan_to_num_(j, nan=M - 1)
@@ -93,16 +95,14 @@ def uniform_basis_compact(xt: torch.Tensor, spec: UniformSpec, deriv: bool) -> U
     rows = (jl + torch.arange(-k, 1, device=jl.device).view(-1, 1, 1)).clamp_(0, K - 1)  # (k+1, I, B)
     lo = torch.arange(k, -1, -1, dtype=j.dtype, device=j.device).view(-1, 1, 1)  # value r of interval j is
     live = (j >= lo).logical_and_(j < lo + K).to(xt.dtype)  # basis function j - k + r: exists if 0 <= it < K
-    like = dict(dtype=xt.dtype, device=xt.device)
-    vals = _horner(torch.tensor(spec.C, **like), f, live)
-    dvals = _horner(torch.tensor(spec.D, **like), f, live).mul_(spec.inv_h) if deriv else None
-    t = lambda v: None if v is None else v.transpose(0, 1)  # noqa: E731
-    return UniformBasis(t(rows), t(vals), t(dvals))
+    vals = _horner(spec.C, f, live).to(xt.dtype)  # (a no-op unless the grid has another dtype)
+    dvals = _horner(spec.D, f, live).mul_(spec.inv_h).to(xt.dtype).transpose(0, 1) if deriv else None
+    return UniformBasis(rows.transpose(0, 1), vals.transpose(0, 1), dvals)
 
 
 def _horner(coef: torch.Tensor, f: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-    """``live * sum_d coef[r, d] f^d``: ``coef (k+1, n)``, ``f (I, B)``, ``live (k+1, I, B)`` -> ``(k+1, I, B)``."""
-    c = coef.T.unsqueeze(-1).unsqueeze(-1)  # (n, k+1, 1, 1)
+    """``live * sum_d c[d, r] f^d``: ``c (n, k+1, 1, 1)``, ``f (I, B)``, ``live (k+1, I, B)`` -> ``(k+1, I, B)``."""
+    c = coef
     if len(c) == 1:
         return live * c[0]
     acc = torch.addcmul(c[-2], f, c[-1])
