@@ -113,8 +113,8 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
     found: dict[tuple[str, str, tuple[int, ...], int], _Raw] = {}
     for tier in tiers:
         if tier == PREFACTOR_AFTER_TIER + 1 and prefactor and not stop():
-            scaled = _with_prefactor(X, y, names, symbols, full, tol, lambda: _fit_sparse(
-                X, y / _prefactor(X, y, symbols)[1], names, max_terms, transforms, beam, stop, None, max_results,
+            scaled = _with_prefactor(X, y, names, symbols, tol, lambda z: _fit_sparse(
+                X, z, names, max_terms, transforms, beam, stop, None, max_results,
                 tiers=TIERS[: PREFACTOR_AFTER_TIER + 1], full=full, prefactor=False))
             if scaled:
                 return scaled[:max_results]
@@ -146,49 +146,51 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
     return _rank(fits)[:max_results]
 
 
-def _prefactor(X: np.ndarray, y: np.ndarray, symbols: list) -> tuple[sympy.Expr, np.ndarray]:
-    """The monomial ``prod x_i**p_i`` (p_i a nonzero integer, inputs > 0 only) that the
-    least-squares fit of ``log|y|`` on the inputs' logs comes within PREFACTOR_TOL of in each
-    exponent: the units-like factor of ``m*c**2/sqrt(1 - v**2/c**2)``, whose rest is simpler.
-    (1, ones) where there is none."""
-    none = (sympy.Integer(1), np.ones(len(y)))
+def _prefactors(X: np.ndarray, y: np.ndarray, symbols: list) -> list[tuple[sympy.Expr, np.ndarray]]:
+    """Monomials ``prod x_i**p_i`` (p_i a nonzero integer, inputs > 0 only) that the least-squares
+    fit of ``log|y|`` on the inputs' logs comes within PREFACTOR_TOL of in each exponent: the
+    units-like factor of ``m*c**2/sqrt(1 - v**2/c**2)``, whose rest is simpler. One from the plain
+    fit, one from a trimmed fit (the rows the rest of y takes far from a monomial, as log|sin| near
+    0, left out), where they differ; none is 1."""
     pos = [i for i in range(X.shape[1]) if float(X[:, i].min()) > 0 and np.ptp(np.log(X[:, i])) > 1e-3]
     a = np.abs(y)
     rows = a > 1e-3 * float(np.median(a)) if float(np.median(a)) > 0 else a > 0
     if not pos or rows.sum() < 8:
-        return none
+        return []
     A = np.column_stack([np.ones(int(rows.sum())), np.log(X[rows][:, pos])])  # (R, 1 + k)
     t = np.log(a[rows])
     keep_rows = np.ones(len(t), dtype=bool)
-    for _ in range(3):  # trimmed: the rows the rest of y makes far from a monomial (log|sin| near 0) weigh less
-        full_coef = np.linalg.lstsq(A[keep_rows], t[keep_rows], rcond=None)[0]
-        res = np.abs(t - A @ full_coef)
+    out: list[tuple[sympy.Expr, np.ndarray]] = []
+    for trim in range(4):
+        coef = np.linalg.lstsq(A[keep_rows], t[keep_rows], rcond=None)[0]
+        res = np.abs(t - A @ coef)
         keep_rows = res <= np.quantile(res, 0.7)
-    coef = full_coef[1:]
-    whole = np.round(coef)
-    keep = [(pos[k], float(h)) for k, h in enumerate(whole) if h != 0 and abs(coef[k] - h) <= PREFACTOR_TOL]
-    if not keep:
-        return none
-    expr = sympy.Mul(*(symbols[i] ** int(p) for i, p in keep))
-    return expr, np.prod([X[:, i] ** p for i, p in keep], axis=0)
+        if trim not in (0, 3):
+            continue
+        whole = np.round(coef[1:])
+        keep = [(pos[k], int(h)) for k, h in enumerate(whole) if h != 0 and abs(coef[1 + k] - h) <= PREFACTOR_TOL]
+        expr = sympy.Mul(*(symbols[i] ** p for i, p in keep))
+        if keep and all(expr != e for e, _ in out):
+            out.append((expr, np.prod([X[:, i] ** float(p) for i, p in keep], axis=0)))
+    return out
 
 
-def _with_prefactor(X: np.ndarray, y: np.ndarray, names: list[str], symbols: list, full: Dictionary, tol: float,
-                    fit: Callable[[], list[SparseFit]]) -> list[SparseFit]:
-    """The exact fits of ``y / M`` (``fit()``; M from `_prefactor`) times M, measured on y; [] if
-    there is no prefactor or no exact fit."""
-    M, _ = _prefactor(X, y, symbols)
-    if M == 1:
-        return []
-    out = []
-    for f in fit():
-        if f.exact:
-            expr = M * f.expr
-            pred = evaluate_formula(expr, names, X)
-            if np.isfinite(pred).all() and (error := metrics.rmse(pred, y)) <= tol:
-                out.append(SparseFit(expr, f"{f.transform}*monomial", f.n_terms, error, metrics.r2(pred, y),
-                                     formula_complexity(expr), True))
-    return _rank(out)
+def _with_prefactor(X: np.ndarray, y: np.ndarray, names: list[str], symbols: list, tol: float,
+                    fit: Callable[[np.ndarray], list[SparseFit]]) -> list[SparseFit]:
+    """The exact fits of ``y / M`` (``fit(y / M)``, M each of `_prefactors`) times M, measured on
+    y, from the first M that has one; [] if none has."""
+    for M, values in _prefactors(X, y, symbols):
+        out = []
+        for f in fit(y / values):
+            if f.exact:
+                expr = M * f.expr
+                pred = evaluate_formula(expr, names, X)
+                if np.isfinite(pred).all() and (error := metrics.rmse(pred, y)) <= tol:
+                    out.append(SparseFit(expr, f"{f.transform}*monomial", f.n_terms, error, metrics.r2(pred, y),
+                                         formula_complexity(expr), True))
+        if out:
+            return _rank(out)
+    return []
 
 
 # ----------------------------------------------------------------------------------------------
