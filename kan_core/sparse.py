@@ -4,11 +4,12 @@ A cheap first guess for formulas that are short sums of library terms (``x**3 + 
 ``sin(x) + sin(y**2)``, ``m*(u**2 + v**2)/2``), monomials (through ``log y``), reciprocal sums
 (through ``1/y``), roots of sums (``y**2``, ``1/y**2``) and low-degree rationals ``P/Q``
 (linearised: ``y = P - y*(Q - 1)``, columns ``y*q_k``; where Q has no constant term, as in
-``(a*b + c*d)/(a + c)``, normalised by one of its terms instead: ``y*q_0 = P - y*(Q - q_0)``). No network is trained: the dictionary's
+``(a*b + c*d)/(a + c)``, normalised by one of its terms instead: ``y*q_0 = P - y*(Q - q_0)``), and
+such sums times a monomial prefactor (`_prefactors`). No network is trained: the dictionary's
 columns (`kan_core.sparse_terms`) are scaled to unit norm and the support is chosen by a beam
-search (`kan_core.sparse_search`) of forward selection with orthogonal projections (SINDy-like, but exact subsets of up to
-``max_terms`` terms, which thresholded least squares misses on correlated columns such as x and
-x**3); the coefficients of the chosen support are then refitted on all rows, snapped to simple
+search (`kan_core.sparse_search`) of forward selection with orthogonal projections (SINDy-like,
+but exact subsets of up to ``max_terms`` terms, which thresholded least squares misses on
+correlated columns such as x and x**3); the coefficients of the chosen support are then refitted on all rows, snapped to simple
 numbers where that costs nothing, and the formula is mapped back through the target transform.
 
 `fit_sparse` is the entry point; it never raises for data it cannot fit (it returns fewer or no
@@ -42,7 +43,8 @@ MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span 
 ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
 PREFACTOR_AFTER_TIER = 2  # after this tier, y divided by its monomial prefactor is tried (tiers up to this one)
 PREFACTOR_TOL = 0.15  # an exponent of the log-log fit this close to an integer is taken as that
-MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 2, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}  # the highest tier tried with these transforms
+# the highest tier tried with these transforms
+MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 2, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,8 @@ def build_dictionary(X: np.ndarray, symbols: list[sympy.Symbol]) -> Dictionary:
             if n <= 5:  # functions of a squared radius, as the one-variable sin(x**2), sin(pi*x), exp(-x**2)
                 r2, v = sa**2 + sb**2, a**2 + b**2
                 for e, f in ((sympy.sin(r2), np.sin(v)), (sympy.cos(r2), np.cos(v)), (sympy.exp(-r2), np.exp(-v)),
-                             (sympy.sin(sympy.pi * r2), np.sin(np.pi * v)), (sympy.cos(sympy.pi * r2), np.cos(np.pi * v))):
+                             (sympy.sin(sympy.pi * r2), np.sin(np.pi * v)),
+                             (sympy.cos(sympy.pi * r2), np.cos(np.pi * v))):
                     add(e, f)
         if n >= 3:
             for idx in itertools.combinations(range(n), 3):
