@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_discovery import FORMULAS, judge, make_data, r2_of, tree_lines  # noqa: E402
-from bench_support import free_port, wait_until_up  # noqa: E402
+from bench_support import free_port, summary_line, wait_until_up  # noqa: E402
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -267,11 +266,7 @@ def main() -> None:
             server.__exit__(None, None, None)
     if not rows:
         return
-    solved = sum(r["solved"] for r in rows)
-    accurate = sum(r["verdict"] == "accurate fit" for r in rows)
-    med = statistics.median(r["seconds"] for r in rows)
-    print(f"\nhttp: solved {solved}/{len(rows)} ({100 * solved / len(rows):.0f}%), accurate fits (not solutions) "
-          f"{accurate} ({100 * accurate / len(rows):.0f}%), median {med:.1f} s per formula")
+    print("\n" + summary_line("http", rows))
     print("misses: " + (", ".join(r["id"] for r in rows if not r["solved"]) or "none"))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
 

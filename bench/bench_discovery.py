@@ -39,7 +39,6 @@ import io
 import json
 import multiprocessing
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +50,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_support import summary_line  # noqa: E402
 from kan_core.data import Dataset  # noqa: E402
 from kan_core.discovery import Budget, discover  # noqa: E402
 from kan_core.discovery.dimensional import discover_with_units  # noqa: E402
@@ -312,11 +313,7 @@ def main() -> None:
         done = [r[who] for r in rows if who in r]
         if not done:
             continue
-        solved = sum(d["solved"] for d in done)
-        accurate = sum(d["verdict"] == "accurate fit" for d in done)
-        med = statistics.median(d["seconds"] for d in done)
-        print(f"{who}: solved {solved}/{len(done)} ({100 * solved / len(done):.0f}%), accurate fits (not solutions) "
-              f"{accurate} ({100 * accurate / len(done):.0f}%), median {med:.1f} s per formula")
+        print(summary_line(who, done))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

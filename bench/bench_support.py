@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -29,3 +30,14 @@ def wait_until_up(process: subprocess.Popen, url: str, timeout: float, log_path:
             raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s; see {log_path}")
         time.sleep(every)
     raise RuntimeError(f"the server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+
+
+def summary_line(who: str, rows: list[dict]) -> str:
+    """``who: solved a/n (p%), accurate fits ..., median ... s``: one formula set's result (rows with
+    ``solved``, ``verdict`` and ``seconds``), printed alike by bench_discovery and bench_api."""
+    solved = sum(r["solved"] for r in rows)
+    accurate = sum(r["verdict"] == "accurate fit" for r in rows)
+    med = statistics.median(r["seconds"] for r in rows)
+    n = len(rows)
+    return (f"{who}: solved {solved}/{n} ({100 * solved / n:.0f}%), accurate fits (not solutions) "
+            f"{accurate} ({100 * accurate / n:.0f}%), median {med:.1f} s per formula")
