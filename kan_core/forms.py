@@ -220,6 +220,20 @@ def join_roots(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda node: isinstance(node, sympy.Mul), join)
 
 
+def radical_form(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
+    """``expr`` as written for positive quantities: powers merged as for positive ``names``
+    (``sqrt(A)*sqrt(A/d**2) -> A/d``), then `join_roots` (``sqrt(L)/sqrt(g) -> sqrt(L/g)``); kept
+    only when it agrees with ``expr`` on the rows ``X (N, n)``, else ``expr`` unchanged. Used
+    where a formula over dimensionless groups is written back in the original variables."""
+    check_args(expr, names, X)
+    pos = _positive_symbols(names, X)
+    tidy = join_roots(sympy.powsimp(expr.xreplace(pos), force=True).xreplace({v: k for k, v in pos.items()}))
+    if tidy == expr or not expr.free_symbols:
+        return expr
+    data = DataCheck(expr, names, X, None, AGREE_RTOL)
+    return tidy if data.values(expr) is not None and data.same(tidy) else expr
+
+
 def logistic_as_exp(expr: sympy.Expr) -> sympy.Expr:
     """``k*tanh(u) + k -> 2k/(1 + exp(-2u))`` and ``k*tanh(u) - k -> -2k/(1 + exp(2u))`` in every
     sum (the logistic and Fermi-Dirac forms; exact identities)."""

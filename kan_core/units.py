@@ -240,30 +240,6 @@ class PiGroups:
         return sympy.powsimp(self.scale_expr() * expr.xreplace(subs), force=True)
 
 
-def radical_form(expr: sympy.Expr, names: Sequence[str]) -> sympy.Expr:
-    """``expr`` simplified as for positive ``names`` (``sqrt(A)*sqrt(A/d**2)`` -> ``A/d``), its powers
-    with a common fractional exponent joined (``sqrt(g)*sqrt(p)/sqrt(r)`` -> ``sqrt(g*p/r)``): the
-    form a formula over positive physical quantities is written in. Equal to ``expr`` only where
-    the variables are positive: callers check."""
-    pos = {sympy.Symbol(n): sympy.Symbol(n, positive=True) for n in names}
-    out = sympy.powsimp(expr.xreplace(pos), force=True).xreplace({v: k for k, v in pos.items()})
-
-    def join(mul: sympy.Expr) -> sympy.Expr:
-        by_den: dict[int, list[sympy.Expr]] = {}
-        rest = []
-        for f in mul.args:
-            e = f.exp if f.is_Pow else None
-            if e is not None and e.is_Rational and not e.is_Integer and f.base.free_symbols:
-                by_den.setdefault(int(e.q), []).append(f.base ** (e * e.q))
-            else:
-                rest.append(f)
-        if not any(len(v) > 1 for v in by_den.values()):
-            return mul
-        return sympy.Mul(*rest, *[sympy.Mul(*v) ** sympy.Rational(1, q) for q, v in by_den.items()])
-
-    return out.replace(lambda a: a.is_Mul, join)
-
-
 def _monomial(names: Sequence[str], exps: Sequence[Fraction | int]) -> sympy.Expr:
     out = sympy.Integer(1)
     for name, e in zip(names, exps):

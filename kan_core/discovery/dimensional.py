@@ -33,7 +33,8 @@ from kan_core.discovery.records import (
 from kan_core.discovery.run import measure_formula, run_candidate
 from kan_core.discovery.select import choose, pareto_front
 from kan_core.formula import evaluate_formula
-from kan_core.units import PiGroups, buckingham, column_units, radical_form  # noqa: F401  (column_units: the service's)
+from kan_core.forms import radical_form
+from kan_core.units import PiGroups, buckingham, column_units  # noqa: F401  (column_units: the service's)
 from kan_core.validation import train_arrays, validation_split
 
 
@@ -88,7 +89,7 @@ def constant_times(dataset: Dataset, groups: PiGroups) -> CandidateResult:
     scale = np.broadcast_to(np.asarray(sympy.lambdify([sympy.Symbol(n) for n in groups.names], groups.scale_expr(),
                                                       "numpy")(*x.T), dtype=np.float64), y.shape)
     expr = sharpen_constants(sympy.Float(float(scale @ y / (scale @ scale))) * groups.scale_expr(), groups.names, x, y)
-    expr = written_positive(expr, groups.names, x)
+    expr = radical_form(expr, groups.names, x)
     return CandidateResult("dimensional", "dimensional", "ok", 0.0, groups.names, formula=str(expr),
                            label="C * the target's dimensional prefactor (no dimensionless group)")
 
@@ -101,22 +102,10 @@ def write_back(res: CandidateResult, dataset: Dataset, groups: PiGroups) -> Cand
     if not res.has_formula:
         return base
     try:
-        expr = written_positive(groups.expand(res.expr), groups.names, train_arrays(dataset)[0])
+        expr = radical_form(groups.expand(res.expr), groups.names, train_arrays(dataset)[0])
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return replace(base, status="failed", error=f"rewrite: {type(exc).__name__}: {exc}"[:500])
     return measure_formula(replace(base, formula=str(expr)), dataset, groups.names)
-
-
-def written_positive(expr: sympy.Expr, names: Sequence[str], x: np.ndarray) -> sympy.Expr:
-    """``expr`` in `radical_form` (``sqrt(L)/sqrt(g)`` -> ``sqrt(L/g)``) when that form has the same
-    values on the rows ``x (N, n)``, else ``expr`` unchanged."""
-    tidy = radical_form(expr, names)
-    if tidy == expr:
-        return expr
-    with np.errstate(all="ignore"):
-        a, b = evaluate_formula(expr, list(names), x), evaluate_formula(tidy, list(names), x)
-    same = np.isfinite(b).all() and np.allclose(a, b, rtol=1e-9, atol=1e-12 * float(np.max(np.abs(a), initial=0.0)))
-    return tidy if same else expr
 
 
 def run_candidate_with_units(dataset: Dataset, spec: CandidateSpec, input_units: Sequence[Any], target_unit: Any,

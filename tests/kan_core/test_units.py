@@ -83,12 +83,12 @@ def test_a_fractional_power_of_a_negative_column_is_refused():
 
 
 def test_formulas_are_written_with_one_radical_only_where_the_values_agree():
-    from kan_core.discovery.dimensional import written_positive
-    from kan_core.units import radical_form
+    from kan_core.forms import radical_form
 
     a, d, x, g, p, r = sympy.symbols("A d x g p r")
-    assert radical_form(sympy.sqrt(a) * sympy.sqrt(a / d ** 2), ["A", "d"]) == a / d
-    assert radical_form(sympy.sqrt(g) * sympy.sqrt(p) / sympy.sqrt(r), ["g", "p", "r"]) == sympy.sqrt(g * p / r)
+    positive = np.array([[1.0, 2.0, 3.0], [4.0, 0.5, 2.0]])  # (N, 3)
+    assert radical_form(sympy.sqrt(a) * sympy.sqrt(a / d ** 2), ["A", "d"], positive[:, :2]) == a / d
+    assert radical_form(sympy.sqrt(g) * sympy.sqrt(p) / sympy.sqrt(r), ["g", "p", "r"], positive) == sympy.sqrt(g * p / r)
     rows = np.array([[-2.0], [3.0]])  # (N, 1)
-    assert written_positive(sympy.sqrt(x ** 2), ["x"], rows) == sympy.sqrt(x ** 2)  # |x| is not x at x = -2
-    assert written_positive(sympy.sqrt(x ** 2), ["x"], np.abs(rows)) == x
+    assert radical_form(sympy.sqrt(x ** 2), ["x"], rows) == sympy.sqrt(x ** 2)  # |x| is not x at x = -2
+    assert radical_form(sympy.sqrt(x ** 2), ["x"], np.abs(rows)) == x
