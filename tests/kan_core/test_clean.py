@@ -147,6 +147,9 @@ def test_bad_arguments():
     ("x**(2/3)*y", "x**0.6667*y", {"x": (1, 3), "y": (-1, 1)}),
     # 1/sqrt(1 - u) with the positive term out of the root
     ("m*c**2/sqrt(1-v**2/c**2)", "c**3*m/sqrt(c**2 - v**2)", {"m": (1, 5), "v": (1, 2), "c": (3, 10)}),
+    # a quadratic denominator with its round shift apart (the expanded float polynomial does not cancel)
+    ("exp(-(x-1)**2)/(1.2+(y-2.5)**2)", "-0.073575888*exp(-x**2 + 2*x)/(-0.2*y**2 + y - 1.49)",
+     {"x": (0.3, 4), "y": (0.3, 4)}),
     # a logistic written with exp, whatever the shift
     ("1/(1+exp(-(x-1)))", "tanh(x/2 - 1/2)/2 + 1/2", {"x": (-3, 3)}),
     ("1/(exp((En-mu)/(kb*T))+1)", "0.5 - 0.5*tanh((En-mu)/(2*kb*T))", {"En": (1, 3), "mu": (1, 3), "kb": (1, 3), "T": (1, 3)}),
@@ -177,3 +180,10 @@ def test_rewrites_that_change_values_on_the_data_are_refused():
         out = clean_formula(found, names, X)
         assert np.allclose(evaluate_formula(out, names, X), evaluate_formula(found, names, X)), (text, out)
         assert out == found, text
+
+
+def test_quadratic_denominators_get_their_shift_only_when_it_is_round():
+    X, names = data({"x": (-3, 3)})
+    assert clean_formula(expr("2/(0.5*x**2 - 1.5*x + 2)", names), names, X) == expr("4.0/((x - 1.5)**2 + 1.75)", names)
+    for text in ("1/(x**2 + x + 1)", "1/(0.3*x**2 + 0.1234567*x + 1)", "0.3*x**2 - 0.9*x + 1"):  # integers, no round shift, no denominator
+        assert clean_formula(expr(text, names), names, X) == expr(text, names), text
