@@ -183,24 +183,35 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
     return replace(best, seconds=time.monotonic() - start)
 
 
+FEWEST_CANDIDATES = 24  # fits of each size `_fewest_terms` looks at (ranked by error, the simple ones come late)
+
+
 def _fewest_terms(x, y, names: tuple[str, ...], max_terms: int, stop: Callable[[], bool], until: float):
     """On noisy data: `fit_sparse` again with at most 1, 2, ... terms (fewer than ``max_terms``)
     until a fit's residual (constants refitted on y) is white noise (`kan_core.validation.noise_floor`);
-    the simplest such fit, or None by ``until``. More terms than that would fit the noise."""
+    of those, the one with the fewest constants once rounded to the noise (`round_to_noise`: a
+    coefficient 0.998 that the noise cannot tell from 1 is no constant), then the fewest nodes;
+    None by ``until``. More terms than that would fit the noise."""
     for k in range(1, max_terms):
         left = until - time.monotonic()
         if stop() or left <= 0:
             break
         floor = []
-        for fit in fit_sparse(x, y, names, max_terms=k, should_stop=stop, max_seconds=left):
+        for fit in fit_sparse(x, y, names, max_terms=k, should_stop=stop, max_seconds=left,
+                              max_results=FEWEST_CANDIDATES):
             try:  # a fit through a target transform is biased by the noise: refitted on y itself first
-                fit = replace(fit, expr=refit_constants(fit.expr, names, x, y).expr)
-            except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError):
+                expr = refit_constants(fit.expr, names, x, y).expr
+                sigma = noise_floor(expr, names, x, y)
+                if sigma is not None:
+                    expr = round_to_noise(expr, names, x, y, sigma)
+            except (ValueError, TypeError, ArithmeticError, RecursionError, np.linalg.LinAlgError):
                 continue
-            if noise_floor(fit.expr, names, x, y) is not None:
-                floor.append(fit)
+            if sigma is not None:
+                floor.append(replace(fit, expr=expr, complexity=formula_complexity(expr)))
+            if time.monotonic() >= until:
+                break
         if floor:
-            return min(floor, key=lambda f: f.complexity)
+            return min(floor, key=lambda f: (len(f.expr.atoms(sympy.Float)), f.complexity))
     return None
 
 

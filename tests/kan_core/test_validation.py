@@ -10,6 +10,7 @@ import torch
 
 from kan_core.data import Dataset
 from kan_core.discovery import Budget, candidates, discover, run_candidate
+from kan_core.discovery import run as discovery_run
 from kan_core.validation import noise_floor, round_to_noise, validation_split
 
 
@@ -90,3 +91,28 @@ def test_noisy_data_stops_at_the_noise_floor_not_the_budget():
     assert out.chosen is not None and out.chosen.noise_rmse is not None
     assert sympy.simplify(out.chosen.expr - sympy.Rational(5, 2) * sympy.Symbol("a") * sympy.Symbol("b") ** 2) == 0
     assert out.chosen.test_r2 > 0.9999  # the test split is exact here: the formula is the true one
+
+
+@pytest.mark.parametrize("formula, ranges, seed", [
+    ("mu*Nn", {"mu": (1, 5), "Nn": (1, 5)}, 6),
+    ("m_0/sqrt(1 - v**2/c**2)", {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}, 10),
+])  # the public set's I.12.1 and I.10.7 as bench_discovery.py --noise 0.01 draws them
+def test_the_sparse_candidate_at_the_noise_floor_is_the_law_not_an_overfit(formula, ranges, seed, monkeypatch):
+    """With 1% noise, fits with more terms or other transforms (``Nn*mu + 0.0137/Nn**2``, the rational
+    ``1/(1/m_0 - 0.546*v**2/(c**2*m_0))``) reach the noise floor too; the one with the fewest
+    constants the noise can tell from simple numbers is the law itself."""
+    names = list(ranges)
+    symbols = [sympy.Symbol(n) for n in names]
+    true = sympy.sympify(formula, locals=dict(zip(names, symbols)))
+    f = sympy.lambdify(symbols, true, "numpy")
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([rng.uniform(lo, hi, 1000) for lo, hi in ranges.values()])
+    xt = np.column_stack([rng.uniform(lo, hi, 1000) for lo, hi in ranges.values()])
+    y = f(*x.T)
+    data = Dataset.from_arrays(x, y + rng.normal(0.0, 0.01 * y.std(), y.shape), xt, f(*xt.T))
+    sparse = next(s for s in candidates(data) if s.family == "sparse")
+    monkeypatch.setattr(discovery_run, "SPARSE_SECONDS", 3600.0)  # its time limit must not bind on a slow machine
+    res = run_candidate(data, sparse, var_names=names)
+    assert res.noise_rmse is not None
+    positive = {s: sympy.Symbol(s.name, positive=True) for s in symbols}  # as on the data
+    assert sympy.simplify((res.expr - true).xreplace(positive)) == 0, res.formula
