@@ -44,7 +44,7 @@ ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow
 PREFACTOR_AFTER_TIER = 2  # after this tier, y divided by its monomial prefactor is tried (tiers up to this one)
 PREFACTOR_TOL = 0.15  # an exponent of the log-log fit this close to an integer is taken as that
 # the highest tier tried with these transforms
-MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 2, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}
+MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 3, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}
 
 
 @dataclass(frozen=True)

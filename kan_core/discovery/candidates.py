@@ -67,6 +67,10 @@ def candidates(
     Order (each only where it applies to the data):
     0. sparse: ``t(y) = c_0 + sum_k c_k g_k(x)`` over a dictionary of terms (`kan_core.sparse`:
        deterministic, seconds, no network): polynomials, monomials, sums of library terms, rationals;
+       then (>= 2 inputs) the structure search (`kan_core.recurse`: a surrogate's separability and
+       symmetry tests split the problem into smaller ones, solved by these candidates and composed
+       back; it gives up after the tests when the data shows none): it solves most of what the sparse
+       fit misses, before the fixed shapes below take their time (bench/RESULTS.md, session 6);
     1. log-additive: ``log y = sum_i f_i(x_i)`` (all targets > 0): products, ratios and powers of
        positive factors, a single-layer KAN in log space;
     2. separable product ``c prod_i f_i(x_i) + d`` (signed products and ratios), >= 2 inputs;
@@ -77,10 +81,7 @@ def candidates(
     5. ``[n, 5, 1]`` with a mild regulariser (lamb 0.002) on the raw data: compositions such as
        ``exp(sin(pi x1) + x2^2)`` or ``sqrt(x1^2 + x2^2)`` after pruning;
     6. the seed recipe on ``[n, 5, 1]`` (pykan's: lamb 0.01, entropy 10, prune, retrain);
-    7. log-target ``[n, 5, 1]`` (all targets > 0); then (>= 2 inputs) the structure search
-       (`kan_core.recurse`: a surrogate's separability and symmetry tests split the problem into
-       smaller ones, solved by these candidates and composed back; it gives up after the tests when
-       the data shows none): it costs 10-60 s and rarely beats the candidates before it;
+    7. log-target ``[n, 5, 1]`` (all targets > 0);
     8. ``[n, 5, 1]`` mild on standardised inputs and target; ``[n, 4, 2, 1]``; then further seeds;
     9. only when ``budget.max_candidates`` asks for more (up to MAX_SWEEP): a sweep over widths
        ``[n,3,1]``, ``[n,8,1]``, ``[n,4,2,1]``, grids 3, 5, 8, the mild and seed-recipe regularisers,
@@ -115,6 +116,9 @@ def candidates(
     recipe = _stages(0.01, 10.0, 20, lib)
     add("sparse", "sparse", ModelConfig(seed=seed), (), raw,
         "sparse regression over a dictionary of terms, on y and transformed targets (no network)")
+    if n >= 2:  # 10-60 s, or seconds when the data shows no structure: what the sparse fit misses, it mostly solves
+        add("structure", "structure", ModelConfig(seed=seed), (), raw,
+            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     if y_pos:
         add("log-additive", "kan", ModelConfig(width=(n, 1), seed=seed), _stages(0.0, 0.0, 50, lib, prune=False),
             log_y, "log y = sum f_i(x_i), standardised inputs")
@@ -136,9 +140,6 @@ def candidates(
     if y_pos:
         add("log-kan", "kan", ModelConfig(width=wide, seed=seed), mild, log_y,
             "log y = KAN [n,5,1], lamb 0.002, standardised inputs")
-    if n >= 2:  # slow (10-60 s) and rarely better than the KANs: after them
-        add("structure", "structure", ModelConfig(seed=seed), (), raw,
-            "split by the structure of a surrogate (separability, symmetries, target transforms), recurse")
     add("mild-std", "kan", ModelConfig(width=wide, seed=seed), mild, std_all, "[n,5,1], lamb 0.002, standardised")
     add("deep", "kan", ModelConfig(width=(n, 4, 2, 1), seed=seed), mild, raw, "[n,4,2,1], lamb 0.002, raw data")
     for extra in (1, 2, 3):

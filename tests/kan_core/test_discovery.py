@@ -181,9 +181,8 @@ def test_candidates_are_deterministic_ranked_and_capped(signed):
     assert specs == candidates(signed, Budget(max_candidates=50))
     assert [s.priority for s in specs] == list(range(len(specs)))
     assert len({s.id for s in specs}) == len(specs)
-    # the network-free sparse fit first; signed target: no log space; the slow structure search after
-    # the cheap shapes and the [n, 5, 1] KANs
-    assert [s.family for s in specs[:7]] == ["sparse", "product", "product_additive", "kan", "kan", "kan", "structure"]
+    # the network-free sparse fit first, then the structure search; signed target: no log space
+    assert [s.family for s in specs[:7]] == ["sparse", "structure", "product", "product_additive", "kan", "kan", "kan"]
     assert not any(s.pipeline.transform.log_target for s in specs)
     assert candidates(signed, Budget(max_candidates=3)) == specs[:3]
     shifted = candidates(signed, Budget(max_candidates=50), seed=7)
@@ -192,8 +191,8 @@ def test_candidates_are_deterministic_ranked_and_capped(signed):
 
 def test_candidates_use_log_space_for_positive_targets():
     positive = make_dataset(lambda x: x[:, 0] * x[:, 1], 2, ranges=(1, 5), n_train=50, n_test=50)
-    sparse, first = candidates(positive)[:2]
-    assert sparse.family == "sparse"
+    sparse, structure, first = candidates(positive)[:3]
+    assert (sparse.family, structure.family) == ("sparse", "structure")
     assert first.pipeline.transform.log_target and first.pipeline.model.width == (2, 1)
     one_var = make_dataset(lambda x: x[:, 0] ** 2, 1, n_train=50, n_test=50)
     assert [s.family for s in candidates(one_var, Budget(max_candidates=50))][1:] == ["kan"] * (
