@@ -9,7 +9,8 @@ nodes: hyperbolic functions through exp, ``exp(y*log(x)) -> x**y``, ``(x**a)**b 
 positive term pulled out of a root's sum (``1/sqrt(c**2 - v**2) -> 1/(c*sqrt(1 - v**2/c**2))``),
 roots of a product joined under one root, a logistic through exp, ``-k*log(a/b) -> k*log(b/a)``,
 a log of a factoring polynomial as a sum of logs, a quadratic denominator with its round shift
-(``1/(y**2 - 5*y + 7.45) -> 1/((y - 2.5)**2 + 1.2)``). `DataCheck` is the test on the data that
+(``1/(y**2 - 5*y + 7.45) -> 1/((y - 2.5)**2 + 1.2)``), a denominator's exact constant term made 1
+(``-3*a/(a - 3) -> a/(1 - a/3)``). `DataCheck` is the test on the data that
 kan_core.clean shares.
 """
 
@@ -275,6 +276,29 @@ def _shifted(f: sympy.Expr) -> list[sympy.Expr] | None:
     return [sympy.Float(a) ** f.exp, ((y - sympy.Float(h)) ** 2 + sympy.Float(k)) ** f.exp]
 
 
+def unit_constant_denominators(expr: sympy.Expr) -> sympy.Expr:
+    """Denominators with an integer or fraction constant term written with that term 1:
+    ``-3*a*n/(a*n - 3) -> a*n/(1 - a*n/3)``, as laws are written (``n*alpha/(1 - n*alpha/3)``).
+    A judge that rounds every number (1/3 -> 0.333) can then match the textbook form term by term;
+    only where that rounding is inexact (a constant 3, not 2 or 5: ``x/(x - 5)`` stays, both forms
+    round alike). An exact identity."""
+
+    def rewrite(node: sympy.Expr) -> sympy.Expr:
+        factors, changed = [], False
+        for f in sympy.Mul.make_args(node):
+            if (isinstance(f, sympy.Pow) and f.exp.is_Integer and f.exp < 0 and isinstance(f.base, sympy.Add)
+                    and f.base.free_symbols):
+                c0 = f.base.as_coeff_Add()[0]
+                if c0.is_Rational and c0 != 0 and round(1 / float(c0), 3) != 1 / float(c0):  # 1/3, not 1/2 or 1
+                    factors += [c0 ** f.exp, sympy.expand(f.base / c0) ** f.exp]
+                    changed = True
+                    continue
+            factors.append(f)
+        return sympy.Mul(*factors) if changed else node
+
+    return expr.replace(lambda n: isinstance(n, (sympy.Mul, sympy.Pow)), rewrite)
+
+
 def logistic_as_exp(expr: sympy.Expr) -> sympy.Expr:
     """``k*tanh(u) + k -> 2k/(1 + exp(-2u))`` and ``k*tanh(u) - k -> -2k/(1 + exp(2u))`` in every
     sum (the logistic and Fermi-Dirac forms; exact identities)."""
@@ -346,4 +370,5 @@ JUDGE_REWRITES: tuple[Callable[[sympy.Expr, _Positive], sympy.Expr], ...] = (
     lambda e, pos: positive_log_ratios(e),
     lambda e, pos: split_log_products(e),
     lambda e, pos: shifted_quadratic_denominators(e),
+    lambda e, pos: unit_constant_denominators(e),
 )

