@@ -10,7 +10,7 @@ positive term pulled out of a root's sum (``1/sqrt(c**2 - v**2) -> 1/(c*sqrt(1 -
 roots of a product joined under one root, a logistic through exp, ``-k*log(a/b) -> k*log(b/a)``,
 a log of a factoring polynomial as a sum of logs, a quadratic denominator with its round shift
 (``1/(y**2 - 5*y + 7.45) -> 1/((y - 2.5)**2 + 1.2)``), a denominator's exact constant term made 1
-(``-3*a/(a - 3) -> a/(1 - a/3)``). `DataCheck` is the test on the data that
+(``-3*a/(a - 3) -> a/(1 - a/3)``), perfect squares out of square roots. `DataCheck` is the test on the data that
 kan_core.clean shares.
 """
 
@@ -299,6 +299,40 @@ def unit_constant_denominators(expr: sympy.Expr) -> sympy.Expr:
     return expr.replace(lambda n: isinstance(n, (sympy.Mul, sympy.Pow)), rewrite)
 
 
+def squares_out_of_roots(expr: sympy.Expr) -> sympy.Expr:
+    """Perfect squares taken out of square roots: ``sqrt((w**2 + 2*w**2*v/c + w**2*v**2/c**2)/(1 -
+    v**2/c**2)) -> w*(1 + v/c)/sqrt(1 - v**2/c**2)`` (the square root of a fitted ``y**2``); a root of
+    a ratio of sums whose product is no longer written with the numerator out, ``sqrt((c + v)/(c - v))
+    -> (c + v)/sqrt(c**2 - v**2)``. Valid where the parts taken out are positive: the caller checks on
+    the data; only for roots of at most MAX_REWRITE_OPS operations (factoring is the cost)."""
+
+    def take(node: sympy.Expr) -> sympy.Expr:
+        if sympy.count_ops(node.base) > MAX_REWRITE_OPS:
+            return node
+        num, den = sympy.fraction(sympy.together(node.base))
+        out, rest = sympy.Integer(1), [sympy.Integer(1), sympy.Integer(1)]
+        for k, part in enumerate((num, den)):  # each factored apart: a factor they share stays on both sides
+            factors = [f.as_base_exp() for f in sympy.Mul.make_args(sympy.factor(part))]
+            if not any(e.is_Integer and e >= 2 and b.free_symbols for b, e in factors):
+                rest[k] = part  # no square: as it was written
+                continue
+            for b, e in factors:
+                if e.is_Integer and e >= 2 and b.free_symbols:
+                    out *= b ** ((1 - 2 * k) * (e // 2))
+                    rest[k] *= b ** (e % 2)
+                else:
+                    rest[k] *= b ** e
+        if out == 1:
+            product = sympy.expand(num * den)
+            if (isinstance(num, sympy.Add) and isinstance(den, sympy.Add)
+                    and len(sympy.Add.make_args(product)) <= max(len(num.args), len(den.args))):
+                return (num / sympy.sqrt(product)) ** (2 * node.exp)  # sqrt((c + v)/(c - v)) -> (c + v)/sqrt(c**2 - v**2)
+            return node
+        return (out * sympy.sqrt(rest[0]) / sympy.sqrt(rest[1])) ** (2 * node.exp)
+
+    return expr.replace(lambda n: isinstance(n, sympy.Pow) and n.exp in (sympy.S.Half, -sympy.S.Half), take)
+
+
 def logistic_as_exp(expr: sympy.Expr) -> sympy.Expr:
     """``k*tanh(u) + k -> 2k/(1 + exp(-2u))`` and ``k*tanh(u) - k -> -2k/(1 + exp(2u))`` in every
     sum (the logistic and Fermi-Dirac forms; exact identities)."""
@@ -363,6 +397,7 @@ JUDGE_REWRITES: tuple[Callable[[sympy.Expr, _Positive], sympy.Expr], ...] = (
     lambda e, pos: hyperbolic_as_exp(e),
     lambda e, pos: powers_from_exp_logs(e),
     denest_powers,
+    lambda e, pos: squares_out_of_roots(e),
     pull_out_of_roots,
     lambda e, pos: pull_out_of_roots(e, pos, one_minus=True),
     lambda e, pos: join_roots(e),

@@ -2,7 +2,8 @@
 
 A cheap first guess for formulas that are short sums of library terms (``x**3 + x**2 + x``,
 ``sin(x) + sin(y**2)``, ``m*(u**2 + v**2)/2``), monomials (through ``log y``), reciprocal sums
-(through ``1/y``), roots of sums (``y**2``, ``1/y**2``) and low-degree rationals ``P/Q``
+(through ``1/y``), roots of sums (``y**2``, ``1/y**2``) and low-degree rationals ``P/Q`` (of y, and of
+``y**2`` with pair ratios in Q: ``(x - u*t)/sqrt(1 - u**2/c**2)``)
 (linearised: ``y = P - y*(Q - 1)``, columns ``y*q_k``; where Q has no constant term, as in
 ``(a*b + c*d)/(a + c)``, normalised by one of its terms instead: ``y*q_0 = P - y*(Q - q_0)``), and
 such sums times a monomial prefactor (`_prefactors`). No network is trained: the dictionary's
@@ -37,14 +38,14 @@ MAX_ROWS = 2000  # rows fitted (evenly spaced when there are more; the caller me
 
 TIERS: tuple[int, ...] = (0, 1, 2, 3)
 TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh", "rational-q",
-                               "log(1+1/y)")
+                               "log(1+1/y)", "rational-y^2")
 LOG_LIKE = ("log", "log(1+1/y)")  # targets whose dictionary leads with the logs of the inputs (monomials)
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
 ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
 PREFACTOR_AFTER_TIER = 2  # after this tier, y divided by its monomial prefactor is tried (tiers up to this one)
 PREFACTOR_TOL = 0.15  # an exponent of the log-log fit this close to an integer is taken as that
 # the highest tier tried with these transforms
-MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 3, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1}
+MAX_TIER = {"rational": 2, "rational-q": 1, "y^2": 3, "1/y^2": 1, "sqrt": 1, "log(1+1/y)": 1, "rational-y^2": 1}
 
 
 @dataclass(frozen=True)
@@ -206,10 +207,11 @@ class _Target:
     back: Callable[[sympy.Expr], sympy.Expr]  # formula of t -> formula of y
     back_values: Callable[[np.ndarray], np.ndarray]  # values of t -> values of y
     den0: tuple[sympy.Expr, np.ndarray] = (sympy.Integer(1), np.ones(1))  # rational: Q's normalised term
+    base: np.ndarray | None = None  # rational: what P/Q fits (y, or y**2 for "rational-y^2"); None: y
 
     @property
     def rational(self) -> bool:
-        return self.name in ("rational", "rational-q")
+        return self.name in ("rational", "rational-q", "rational-y^2")
 
 
 def _targets(name: str, y: np.ndarray, X: np.ndarray, symbols: list) -> list[_Target]:
@@ -248,6 +250,8 @@ def _transform(name: str, y: np.ndarray) -> _Target | None:
             return _Target(name, np.sin(y), sympy.asin, np.arcsin)
         if name == "asinh" and float(np.abs(y).max()) <= MAX_SINH_ARG:
             return _Target(name, np.sinh(y), sympy.asinh, np.arcsinh)
+        if name == "rational-y^2" and (pos or neg):  # y = sqrt(P/Q): (x - u*t)/sqrt(1 - u**2/c**2)
+            return _Target(name, y**2, lambda e: sign * sympy.sqrt(e), lambda v: sign * np.sqrt(v), base=y**2)
         if name == "log(1+1/y)" and pos:  # y = 1/(exp(z) - 1), z a monomial: Bose-Einstein, Planck
             t = np.log(np.log1p(1.0 / y))
             if np.isfinite(t).all():
@@ -269,7 +273,10 @@ def _columns(full: Dictionary, tier: int, target: _Target, X: np.ndarray, symbol
             (full.tiers <= below) & ~np.isin(np.arange(len(full.exprs)), _log_index(full)))))
         return rest.concat(monomials(X, symbols, set(full.exprs)))
     cols = full.upto(tier)
-    return cols.with_rational(X, symbols, y, exclude=target.den0[0]) if target.rational else cols
+    if not target.rational:
+        return cols
+    base = y if target.base is None else target.base
+    return cols.with_rational(X, symbols, base, exclude=target.den0[0], ratios=target.base is not None)
 
 
 def _log_index(full: Dictionary) -> list[int]:
@@ -307,7 +314,7 @@ def _refit(cols: Dictionary, support: tuple[int, ...], target: _Target, y: np.nd
             num = M[:, [k for k in range(M.shape[1]) if k not in dens]] @ coef[[k for k in range(M.shape[1])
                                                                                  if k not in dens]]
             den = target.den0[1] - sum(coef[k] * cols.denominators[support[k - 1]][1] for k in dens)
-            pred = num / den
+            pred = target.back_values(num / den)
         else:
             pred = target.back_values(M @ coef)
     rmse = float(np.sqrt(np.mean((pred - y) ** 2)))
@@ -341,7 +348,7 @@ def _to_formula(raw: _Raw, X: np.ndarray, y: np.ndarray, names: list[str], tol: 
     if raw.target.rational:
         num = _number(coef[0]) + sum(c * e for c, e, j in terms if j not in cols.denominators)
         den = raw.target.den0[0] - sum(c * cols.denominators[j][0] for c, _, j in terms if j in cols.denominators)
-        expr = num / den
+        expr = raw.target.back(num / den)
     else:
         expr = raw.target.back(_number(coef[0]) + sum(c * e for c, e, _ in terms))
     if raw.target.name in LOG_LIKE:  # exp(c + a*log(x) + ...) -> e^c * x**a * ...

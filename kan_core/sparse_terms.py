@@ -53,12 +53,18 @@ class Dictionary:
                           np.concatenate([self.tiers, other.tiers]), dens)
 
     def with_rational(self, X: np.ndarray, symbols: list[sympy.Symbol], y: np.ndarray,
-                      exclude: sympy.Expr | None = None) -> Dictionary:
+                      exclude: sympy.Expr | None = None, ratios: bool = False) -> Dictionary:
         """This dictionary plus columns ``y*q`` for low-degree monomials q (x_i, x_i**2, x_i*x_j;
-        x**3 and x**4 too for a single input), but ``exclude``."""
+        x**3 and x**4 too for a single input; with ``ratios``, x_i/x_j and x_i**2/x_j**2 for x_j
+        away from 0), but ``exclude``."""
         qs: list[tuple[sympy.Expr, np.ndarray]] = []
         for i in range(len(symbols)):
             qs += [(symbols[i], X[:, i]), (symbols[i] ** 2, X[:, i] ** 2)]
+        if ratios:
+            away = [bool(np.abs(X[:, j]).min() > 1e-3 * np.abs(X[:, j]).max()) for j in range(len(symbols))]
+            for i, j in itertools.permutations(range(len(symbols)), 2):
+                if away[j]:
+                    qs += [(symbols[i] / symbols[j], X[:, i] / X[:, j]), (symbols[i] ** 2 / symbols[j] ** 2, (X[:, i] / X[:, j]) ** 2)]
         if len(symbols) == 1:  # one input: denominators up to degree 4 cost four columns
             qs += [(symbols[0] ** p, X[:, 0] ** p) for p in (3, 4)]
         for i, j in itertools.combinations(range(len(symbols)), 2):

@@ -180,3 +180,15 @@ def test_thresholded_least_squares_finds_the_support_and_asks_stop_before_each_s
                        lambda: False) == [(3, 17)]
     asked = []
     assert _stlsq(A, t, 6, lambda: asked.append(1) or True) == [] and len(asked) == 1
+
+
+def test_a_root_of_a_rational_is_fitted_as_a_rational_of_y_squared():
+    """``y**2 = P/Q`` with a pair ratio in Q (the relativistic Doppler factor): exact through
+    "rational-y^2", and the cleaned formula is the textbook one for the judge."""
+    from kan_core.clean import clean_formula
+
+    formula = "(1+v/c)/sqrt(1-v**2/c**2)*omega_0"
+    X, y, names = sample(formula, {"omega_0": (1, 2), "v": (1, 2), "c": (3, 10)})
+    best = fit_sparse(X, y, names)[0]
+    assert best.exact and best.transform.startswith("rational-y^2"), best  # alone, or times a monomial prefactor
+    assert is_solution(clean_formula(best.expr, names, X, y), formula, names)
