@@ -99,9 +99,20 @@ def judge_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.
             cand = rewrite(out, positive)
         except Exception:  # sympy raises assorted errors on odd inputs; that rewrite is skipped
             continue
-        if cand != out and formula_complexity(cand) <= formula_complexity(out) + MAX_FORM_GROWTH and data.same(cand):
+        if (cand != out and formula_complexity(cand) <= formula_complexity(out) + MAX_FORM_GROWTH
+                and _reads_back(cand, names) and data.same(cand)):
             out = cand
     return out
+
+
+def _reads_back(expr: sympy.Expr, names: Sequence[str]) -> bool:
+    """Whether the formula's text parses back to the same expression: sympy distributes a number
+    over a sum when it reads ``3*(1 - a/3)``, which would undo a form written for the judge."""
+    try:
+        back = sympy.parse_expr(str(expr), local_dict={n: sympy.Symbol(n) for n in names})
+    except Exception:  # parse_expr raises many types
+        return False
+    return str(back) == str(expr)
 
 
 def _positive_symbols(names: Sequence[str], X: np.ndarray) -> dict[sympy.Symbol, sympy.Symbol]:
@@ -296,7 +307,21 @@ def unit_constant_denominators(expr: sympy.Expr) -> sympy.Expr:
             factors.append(f)
         return sympy.Mul(*factors) if changed else node
 
-    return expr.replace(lambda n: isinstance(n, (sympy.Mul, sympy.Pow)), rewrite)
+    def gather(node: sympy.Expr) -> sympy.Expr:  # terms over one denominator as one fraction (prints as it parses)
+        by_den: dict[sympy.Expr, list[sympy.Expr]] = {}
+        for t in sympy.Add.make_args(node):
+            dens = [f for f in sympy.Mul.make_args(t) if isinstance(f, sympy.Pow) and f.exp == -1
+                    and isinstance(f.base, sympy.Add) and f.base.as_coeff_Add()[0] == 1]
+            by_den.setdefault(dens[0].base if len(dens) == 1 else None, []).append(t)
+        shared = [d for d, ts in by_den.items() if d is not None and len(ts) > 1]
+        if not shared:
+            return node
+        out = [t for d, ts in by_den.items() if d not in shared for t in ts]
+        out += [sympy.Mul(sympy.Add(*(t * d for t in by_den[d])), sympy.Pow(d, -1), evaluate=False) for d in shared]
+        return sympy.Add(*out)
+
+    out = expr.replace(lambda n: isinstance(n, (sympy.Mul, sympy.Pow)), rewrite)
+    return out.replace(lambda n: isinstance(n, sympy.Add), gather) if out != expr else out
 
 
 def squares_out_of_roots(expr: sympy.Expr) -> sympy.Expr:

@@ -37,6 +37,7 @@ from kan_core.discovery.simplify import polish_formula
 from kan_core.discovery.structured import solve_dataset
 from kan_core.errors import KANError, TrainingCancelled
 from kan_core.formula import evaluate_formula, formula_complexity, formula_latex
+from kan_core.forms import judge_forms
 from kan_core.metrics import fit_metrics, rmse
 from kan_core.pipeline import PipelineResult, ProgressEvent, SymbolicStage, continue_pipeline, run_pipeline
 from kan_core.sparse import fit_sparse
@@ -165,7 +166,7 @@ def _run_sparse(dataset: Dataset, names: tuple[str, ...], stop: Callable[[], boo
         if variants and stop():
             break
         try:
-            expr = (sharpen_constants(polish_formula(fit.expr, names, dataset, should_stop=stop), names, x, y)
+            expr = (_final_formula(fit.expr, names, dataset, x, y, stop)
                     if fit.exact else round_constants(fit.expr, names, x, y))
             metrics = formula_metrics(expr, names, dataset)
         except (ValueError, TypeError, ArithmeticError, RecursionError):
@@ -232,7 +233,7 @@ def _run_structure(dataset: Dataset, spec: CandidateSpec, names: tuple[str, ...]
                             seed=spec.pipeline.model.seed, on_progress=on_progress)
         if out.expr is None:
             return result("no_formula", structure=out.tree)
-        expr = sharpen_constants(polish_formula(out.expr, names, dataset, should_stop=stop), names, x, y)
+        expr = _final_formula(out.expr, names, dataset, x, y, stop)
         metrics = formula_metrics(expr, names, dataset)
     except TrainingCancelled:  # cancelled only when the caller asked; the family's own limit is a timeout
         return result("cancelled" if stop() and not timed_out[0] else "timeout")
@@ -263,7 +264,7 @@ def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], res
     try:
         x = dataset.train_input.detach().to("cpu", torch.float64).numpy()
         y = dataset.train_label.detach().to("cpu", torch.float64).numpy()[:, 0]
-        expr = sharpen_constants(polish_formula(run.formulas[0], names, dataset, should_stop=stop), names, x, y)
+        expr = _final_formula(run.formulas[0], names, dataset, x, y, stop)
         metrics = formula_metrics(expr, names, dataset)
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return result("failed", error=f"formula: {type(exc).__name__}: {exc}"[:500], network_test_rmse=net_rmse)
@@ -272,6 +273,15 @@ def _evaluate(run: PipelineResult, dataset: Dataset, names: tuple[str, ...], res
                       network_test_rmse=net_rmse)
     return result("ok", formula=str(expr), latex=formula_latex(expr), complexity=formula_complexity(expr),
                   network_test_rmse=net_rmse, **metrics)
+
+
+def _final_formula(expr: sympy.Expr, names: Sequence[str], dataset: Dataset, x: np.ndarray, y: np.ndarray,
+                   stop: Callable[[], bool]) -> sympy.Expr:
+    """A fitted formula made final: `polish_formula`, `sharpen_constants` on the training rows ``(x, y)``,
+    then the judge's forms once more (`kan_core.forms.judge_forms`: the constant passes distribute
+    products, ``a*n/(1 - a*n/3) -> -3*a*n/(a*n - 3)``)."""
+    out = sharpen_constants(polish_formula(expr, names, dataset, should_stop=stop), names, x, y)
+    return out if stop() else judge_forms(out, list(names), dataset.test_input.detach().to("cpu", torch.float64).numpy())
 
 
 def _finish(res: CandidateResult, full: Dataset, split: ValidationSplit, names: tuple[str, ...]) -> CandidateResult:

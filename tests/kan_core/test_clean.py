@@ -169,6 +169,7 @@ def test_cleaned_equivalent_forms_are_solutions_for_the_judge(true, found, range
     y = evaluate_formula(t, names, X)
     out = clean_formula(f, names, X, y)
     assert is_solution(out, t, names), out
+    assert is_solution(str(out), t, names), out  # as the API returns it: text that parses back to the same form
     assert out == t or not is_solution(f, t, names)  # the cleaning is what makes it a solution
     assert np.allclose(evaluate_formula(out, names, X), y, rtol=1e-3)
 
