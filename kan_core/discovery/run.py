@@ -288,7 +288,8 @@ def _finish(res: CandidateResult, full: Dataset, split: ValidationSplit, names: 
     """``res`` (measured on ``split.search``: its "test" metrics are the validation rows') with the
     validation metrics moved to ``val_*``, the test and training metrics measured on ``full``, and
     the noise floor: when the formula's residual on the training rows is white noise, its level goes
-    to ``noise_rmse`` and the constants are rounded to the digits it allows (`round_to_noise`)."""
+    to ``noise_rmse`` and the constants are rounded to the digits it allows (`round_to_noise`), the
+    result written in the judge's forms again."""
     if not res.has_formula:
         return res
     expr = res.expr
@@ -297,7 +298,7 @@ def _finish(res: CandidateResult, full: Dataset, split: ValidationSplit, names: 
     try:
         sigma = noise_floor(expr, names, x_all, y_all)
         if sigma is not None:
-            rounded = round_to_noise(expr, names, x_fit, y_fit, sigma)
+            rounded = judge_forms(round_to_noise(expr, names, x_fit, y_fit, sigma), list(names), x_all)  # as _final_formula
             if rounded != expr and formula_metrics(rounded, names, split.search)["test_rmse"] is not None:
                 expr = rounded
         val = formula_metrics(expr, names, split.search)
