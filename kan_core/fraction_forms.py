@@ -102,6 +102,8 @@ def squares_out_of_roots(expr: sympy.Expr) -> sympy.Expr:
         if sympy.count_ops(node.base) > MAX_FACTOR_OPS:
             return node
         num, den = sympy.fraction(sympy.together(node.base))
+        if num.could_extract_minus_sign() and den.could_extract_minus_sign():  # -1/(u - 1) -> 1/(1 - u)
+            num, den = -num, -den
         out, rest = sympy.Integer(1), [sympy.Integer(1), sympy.Integer(1)]
         for k, part in enumerate((num, den)):  # each factored apart: a factor they share stays on both sides
             factors = [f.as_base_exp() for f in sympy.Mul.make_args(sympy.factor(part))]

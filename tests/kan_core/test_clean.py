@@ -157,6 +157,7 @@ def test_bad_arguments():
     # a perfect square out of the root of a fitted y**2 (the relativistic Doppler factor)
     ("(1+v/c)/sqrt(1-v**2/c**2)*omega_0", "sqrt((omega_0**2 + 2*omega_0**2*v/c + omega_0**2*v**2/c**2)/(1 - v**2/c**2))",
      {"omega_0": (1, 2), "v": (1, 2), "c": (3, 10)}),
+    ("m_0/sqrt(1-v**2/c**2)", "m_0*sqrt(-1/(-1 + v**2/c**2))", {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}),  # signs inside
     # a logistic written with exp, whatever the shift
     ("1/(1+exp(-(x-1)))", "tanh(x/2 - 1/2)/2 + 1/2", {"x": (-3, 3)}),
     ("1/(exp((En-mu)/(kb*T))+1)", "0.5 - 0.5*tanh((En-mu)/(2*kb*T))", {"En": (1, 3), "mu": (1, 3), "kb": (1, 3), "T": (1, 3)}),
