@@ -40,6 +40,7 @@ TIERS: tuple[int, ...] = (0, 1, 2, 3)
 TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh", "rational-q",
                                "log(1+1/y)", "rational-y^2")
 LOG_LIKE = ("log", "log(1+1/y)")  # targets whose dictionary leads with the logs of the inputs (monomials)
+SPARSER_AFTER = 3  # an exact fit of more terms than this lets the later transforms look for a sparser one
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
 ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
 PREFACTOR_AFTER_TIER = 2  # after this tier, y divided by its monomial prefactor is tried (tiers up to this one)
@@ -115,6 +116,7 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
     tol = EXACT_REL_RMSE * y_std if y_std > 0 else 1e-300
     found: dict[tuple[str, str, tuple[int, ...], int], _Raw] = {}
     for tier in tiers:
+        fewest = max_terms  # after an exact fit, later transforms of the tier only look for sparser exact fits
         if tier == PREFACTOR_AFTER_TIER + 1 and prefactor and not stop():
             scaled = _with_prefactor(X, y, names, symbols, tol, lambda z: _fit_sparse(
                 X, z, names, max_terms, transforms, beam, stop, None, max_results,
@@ -125,22 +127,22 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
             if stop():
                 break
             wanted = tier <= MAX_TIER.get(name, TIERS[-1]) and (X.shape[1] == 1 or name not in ONE_INPUT_TRANSFORMS)
-            raws: list[_Raw] = []
-            for target in _targets(name, y, X, symbols) if wanted else []:
+            for target in _targets(name, y, X, symbols) if wanted and fewest >= 1 else []:
                 if stop():
                     break
                 cols = _columns(full, tier, target, X, symbols, y)
-                supports = beam_search(cols.values, target.t, max_terms, beam, stop)
+                supports = beam_search(cols.values, target.t, fewest, beam, stop)
                 new = [r for s in supports if (r := _refit(cols, s, target, y)) is not None]
                 if not any(r.rmse <= tol for r in new) and not stop():
-                    new += [r for s in stlsq_mixed(cols, supports, target.t, max_terms, stop) if (r := _refit(cols, s, target, y))]
+                    new += [r for s in stlsq_mixed(cols, supports, target.t, fewest, stop) if (r := _refit(cols, s, target, y))]
                 for r in new:
                     found.setdefault((name, str(target.den0[0]), r.support, tier), r)
-                raws += new
-                if any(r.rmse <= tol for r in new):
+                exact_terms = [len(r.support) for r in new if r.rmse <= tol]
+                if exact_terms:  # a rational of 6 terms can pass for exact on a short range (1/sqrt(1 - u**2)):
+                    fewest = min(exact_terms) - 1  # the transforms after it may still hold a sparser exact fit
                     break
-            if any(r.rmse <= tol for r in raws):
-                break  # transforms are in order of preference: the first exact one is kept
+            if fewest < SPARSER_AFTER:
+                break  # transforms are in order of preference: a short exact fit is kept
         if stop() or any(r.rmse <= tol for r in found.values()):
             break
     exact = sorted((r for r in found.values() if r.rmse <= tol), key=lambda r: len(r.support))

@@ -192,3 +192,11 @@ def test_a_root_of_a_rational_is_fitted_as_a_rational_of_y_squared():
     best = fit_sparse(X, y, names)[0]
     assert best.exact and best.transform.startswith("rational-y^2"), best  # alone, or times a monomial prefactor
     assert is_solution(clean_formula(best.expr, names, X, y), formula, names)
+
+
+def test_a_long_rational_that_passes_for_exact_does_not_hide_a_short_exact_fit():
+    """On a short range a 6-term rational fits 1/sqrt(1 - u**2) to 1e-9 (the 'exact' tolerance); the
+    later 1/y**2 transform holds the 2-term law, and it is the one returned."""
+    X, y, names = sample("1/sqrt(1 - u**2)", {"u": (0.1, 0.67)}, n=800)
+    best = fit_sparse(X, y, names)[0]
+    assert best.exact and best.transform == "1/y^2" and best.n_terms <= 2, best
