@@ -3,7 +3,7 @@
 A cheap first guess for formulas that are short sums of library terms (``x**3 + x**2 + x``,
 ``sin(x) + sin(y**2)``, ``m*(u**2 + v**2)/2``), monomials (through ``log y``), reciprocal sums
 (through ``1/y``), roots of sums (``y**2``, ``1/y**2``) and low-degree rationals ``P/Q`` (of y, and of
-``y**2`` with pair ratios in Q: ``(x - u*t)/sqrt(1 - u**2/c**2)``)
+``y**2`` with pair ratios in Q: ``w*(1 + v/c)/sqrt(1 - v**2/c**2)``)
 (linearised: ``y = P - y*(Q - 1)``, columns ``y*q_k``; where Q has no constant term, as in
 ``(a*b + c*d)/(a + c)``, normalised by one of its terms instead: ``y*q_0 = P - y*(Q - q_0)``), and
 such sums times a monomial prefactor (`_prefactors`). No network is trained: the dictionary's
@@ -252,7 +252,7 @@ def _transform(name: str, y: np.ndarray) -> _Target | None:
             return _Target(name, np.sin(y), sympy.asin, np.arcsin)
         if name == "asinh" and float(np.abs(y).max()) <= MAX_SINH_ARG:
             return _Target(name, np.sinh(y), sympy.asinh, np.arcsinh)
-        if name == "rational-y^2" and (pos or neg):  # y = sqrt(P/Q): (x - u*t)/sqrt(1 - u**2/c**2)
+        if name == "rational-y^2" and (pos or neg):  # y = sqrt(P/Q): w*(1 + v/c)/sqrt(1 - v**2/c**2)
             return _Target(name, y**2, lambda e: sign * sympy.sqrt(e), lambda v: sign * np.sqrt(v), base=y**2)
         if name == "log(1+1/y)" and pos:  # y = 1/(exp(z) - 1), z a monomial: Bose-Einstein, Planck
             t = np.log(np.log1p(1.0 / y))

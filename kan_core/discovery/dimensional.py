@@ -32,7 +32,6 @@ from kan_core.discovery.records import (
 )
 from kan_core.discovery.run import measure_formula, run_candidate
 from kan_core.discovery.select import choose, pareto_front
-from kan_core.formula import evaluate_formula
 from kan_core.forms import radical_form
 from kan_core.units import PiGroups, buckingham, column_units  # noqa: F401  (column_units: the service's)
 from kan_core.validation import train_arrays, validation_split
