@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import sympy
 
+from kan_core.expr import STORED_LIMITS, parse  # the whitelist parser: nothing is evaluated
 from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.fraction_forms import shifted_quadratic_denominators, squares_out_of_roots, unit_constant_denominators
 
@@ -110,8 +111,8 @@ def _reads_back(expr: sympy.Expr, names: Sequence[str]) -> bool:
     """Whether the formula's text parses back to the same expression: sympy distributes a number
     over a sum when it reads ``3*(1 - a/3)``, which would undo a form written for the judge."""
     try:
-        back = sympy.parse_expr(str(expr), local_dict={n: sympy.Symbol(n) for n in names})
-    except Exception:  # parse_expr raises many types
+        back = parse(str(expr), list(names), limits=STORED_LIMITS)
+    except ValueError:
         return False
     return str(back) == str(expr)
 
