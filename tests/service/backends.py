@@ -15,6 +15,7 @@ import secrets
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from service.models import Base
 
@@ -52,13 +53,21 @@ class PostgresServer:
         self.admin.close()
 
 
-def truncate_all(url: str) -> None:
-    """Empty every table of the schema (a clean database for the next test, at migration speed)."""
+def truncate_all(url: str, attempts: int = 5) -> None:
+    """Empty every table of the schema (a clean database for the next test, at migration speed).
+    A previous test's worker that has not exited yet (a slow, busy machine) can still hold row locks:
+    PostgreSQL then aborts one side as a deadlock, and the TRUNCATE is simply tried again."""
     engine = create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     try:
-        with engine.begin() as conn:
-            tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-            conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+        for attempt in range(attempts):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+                return
+            except OperationalError as exc:
+                if "deadlock" not in str(exc).lower() or attempt == attempts - 1:
+                    raise
     finally:
         engine.dispose()
 
