@@ -9,6 +9,8 @@ to 3 decimals, cannot reconcile the forms a fit produces with the textbook ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sympy
 
 MAX_FACTOR_OPS = 60  # roots are factored only up to this many operations (factoring is the cost)
@@ -21,10 +23,17 @@ def shifted_quadratic_denominators(expr: sympy.Expr) -> sympy.Expr:
     (Lorentzians, ``1/(1.2 + (y - 2.5)**2)``), and the judge's sympy cannot cancel the expanded float
     polynomial against that form. An exact identity."""
 
+    return _map_factors(expr, _shifted)
+
+
+def _map_factors(expr: sympy.Expr, fn: Callable[[sympy.Expr], list[sympy.Expr] | None]) -> sympy.Expr:
+    """Every factor f of every product (and lone power) replaced by the factors ``fn(f)``, where
+    that is not None."""
+
     def rewrite(node: sympy.Expr) -> sympy.Expr:
         factors, changed = [], False
         for f in sympy.Mul.make_args(node):
-            out = _shifted(f)
+            out = fn(f)
             changed |= out is not None
             factors.extend(out if out is not None else [f])
         return sympy.Mul(*factors) if changed else node
@@ -61,18 +70,14 @@ def unit_constant_denominators(expr: sympy.Expr) -> sympy.Expr:
     only where that rounding is inexact (a constant 3, not 2 or 5: ``x/(x - 5)`` stays, both forms
     round alike). An exact identity."""
 
-    def rewrite(node: sympy.Expr) -> sympy.Expr:
-        factors, changed = [], False
-        for f in sympy.Mul.make_args(node):
-            if (isinstance(f, sympy.Pow) and f.exp.is_Integer and f.exp < 0 and isinstance(f.base, sympy.Add)
-                    and f.base.free_symbols):
-                c0 = f.base.as_coeff_Add()[0]
-                if c0.is_Rational and c0 != 0 and round(1 / float(c0), 3) != 1 / float(c0):  # 1/3, not 1/2 or 1
-                    factors += [c0 ** f.exp, sympy.expand(f.base / c0) ** f.exp]
-                    changed = True
-                    continue
-            factors.append(f)
-        return sympy.Mul(*factors) if changed else node
+    def unit(f: sympy.Expr) -> list[sympy.Expr] | None:
+        if not (isinstance(f, sympy.Pow) and f.exp.is_Integer and f.exp < 0 and isinstance(f.base, sympy.Add)
+                and f.base.free_symbols):
+            return None
+        c0 = f.base.as_coeff_Add()[0]
+        if not (c0.is_Rational and c0 != 0 and round(1 / float(c0), 3) != 1 / float(c0)):  # 1/3, not 1/2 or 1
+            return None
+        return [c0 ** f.exp, sympy.expand(f.base / c0) ** f.exp]
 
     def gather(node: sympy.Expr) -> sympy.Expr:  # terms over one denominator as one fraction (prints as it parses)
         by_den: dict[sympy.Expr, list[sympy.Expr]] = {}
@@ -87,7 +92,7 @@ def unit_constant_denominators(expr: sympy.Expr) -> sympy.Expr:
         out += [sympy.Mul(sympy.Add(*(t * d for t in by_den[d])), sympy.Pow(d, -1), evaluate=False) for d in shared]
         return sympy.Add(*out)
 
-    out = expr.replace(lambda n: isinstance(n, (sympy.Mul, sympy.Pow)), rewrite)
+    out = _map_factors(expr, unit)
     return out.replace(lambda n: isinstance(n, sympy.Add), gather) if out != expr else out
 
 

@@ -127,7 +127,7 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
             if stop():
                 break
             wanted = tier <= MAX_TIER.get(name, TIERS[-1]) and (X.shape[1] == 1 or name not in ONE_INPUT_TRANSFORMS)
-            for target in _targets(name, y, X, symbols) if wanted and fewest >= 1 else []:
+            for target in _targets(name, y, X, symbols) if wanted else []:
                 if stop():
                     break
                 cols = _columns(full, tier, target, X, symbols, y)
