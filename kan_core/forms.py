@@ -167,10 +167,7 @@ def pull_out_of_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol], *
     back = {v: k for k, v in pos.items()}
 
     def is_positive_monomial(term: sympy.Expr) -> bool:
-        coeff, rest = term.as_coeff_Mul()
-        return bool(coeff > 0) and all(
-            (f in pos) or (isinstance(f, sympy.Pow) and f.base in pos and f.exp.is_Rational)
-            for f in sympy.Mul.make_args(rest)) and rest.free_symbols <= set(pos)
+        return _is_positive_monomial(term, pos)
 
     def pull(node: sympy.Expr) -> sympy.Expr:
         if not (isinstance(node, sympy.Pow) and isinstance(node.base, sympy.Add) and node.exp.is_Rational
@@ -209,6 +206,33 @@ def pull_out_of_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol], *
     return expr.replace(lambda n: isinstance(n, sympy.Pow), pull)
 
 
+def _is_positive_monomial(term: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol]) -> bool:
+    """Whether ``term`` is a positive number times powers of the symbols in ``pos``."""
+    coeff, rest = term.as_coeff_Mul()
+    return bool(coeff > 0) and all(
+        (f in pos) or (isinstance(f, sympy.Pow) and f.base in pos and f.exp.is_Rational)
+        for f in sympy.Mul.make_args(rest)) and rest.free_symbols <= set(pos)
+
+
+def monomials_into_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol]) -> sympy.Expr:
+    """``m * (t_1 + t_2 + ...)**(±1/q) -> (m**(±q)*t_1 + m**(±q)*t_2 + ...)**(±1/q)`` for a positive
+    monomial m of ``pos`` symbols (``x1*sqrt(1 - 2*x2/x1 + x2**2/x1**2) -> sqrt(x1**2 - 2*x1*x2 + x2**2)``):
+    the inverse of `pull_out_of_roots`, for a scale written back in front of a root of π groups."""
+
+    def push(node: sympy.Expr) -> sympy.Expr:
+        roots = [f for f in node.args if isinstance(f, sympy.Pow) and isinstance(f.base, sympy.Add)
+                 and f.exp.is_Rational and abs(f.exp.p) == 1 and f.exp.q > 1]
+        if len(roots) != 1:
+            return node
+        rest = sympy.Mul(*(f for f in node.args if f is not roots[0]))
+        if rest.is_number or not _is_positive_monomial(rest, pos):
+            return node
+        inner = sympy.expand(sympy.powsimp(rest.xreplace(pos) ** (1 / roots[0].exp), force=True) * roots[0].base)
+        return inner.xreplace({v: k for k, v in pos.items()}) ** roots[0].exp
+
+    return expr.replace(lambda n: isinstance(n, sympy.Mul), push)
+
+
 def _negative_powers_only(term: sympy.Expr) -> bool:
     """Whether every variable factor of the monomial ``term`` has a negative exponent."""
     factors = [f for f in sympy.Mul.make_args(term) if f.free_symbols]
@@ -237,16 +261,34 @@ def join_roots(expr: sympy.Expr) -> sympy.Expr:
 
 def radical_form(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.Expr:
     """``expr`` as written for positive quantities: powers merged as for positive ``names``
-    (``sqrt(A)*sqrt(A/d**2) -> A/d``), then `join_roots` (``sqrt(L)/sqrt(g) -> sqrt(L/g)``); kept
-    only when it agrees with ``expr`` on the rows ``X (N, n)``, else ``expr`` unchanged. Used
-    where a formula over dimensionless groups is written back in the original variables."""
+    (``sqrt(A)*sqrt(A/d**2) -> A/d``), then `join_roots` (``sqrt(L)/sqrt(g) -> sqrt(L/g)``); then,
+    when shorter, a positive monomial multiplied into the sum it scales (``I1*(1 + I2/I1) -> I1 + I2``)
+    or into a root (`monomials_into_roots`). Each form kept only when it agrees with ``expr`` on the
+    rows ``X (N, n)``. Used where a formula over dimensionless groups is written back in the original
+    variables (the scale ``prod x_i^a_i`` times F of the groups)."""
     check_args(expr, names, X)
-    pos = _positive_symbols(names, X)
-    tidy = join_roots(sympy.powsimp(expr.xreplace(pos), force=True).xreplace({v: k for k, v in pos.items()}))
-    if tidy == expr or not expr.free_symbols:
+    if not expr.free_symbols:
         return expr
+    pos = _positive_symbols(names, X)
+    back = {v: k for k, v in pos.items()}
     data = DataCheck(expr, names, X, None, AGREE_RTOL)
-    return tidy if data.values(expr) is not None and data.same(tidy) else expr
+    if data.values(expr) is None:
+        return expr
+    out = expr
+    tidy = join_roots(sympy.powsimp(expr.xreplace(pos), force=True).xreplace(back))
+    if tidy != expr and data.same(tidy):
+        out = tidy
+    if sympy.count_ops(out) > MAX_REWRITE_OPS:  # expand is polynomial algebra
+        return out
+    for distribute in (lambda e: join_roots(sympy.expand(e.xreplace(pos)).xreplace(back)),
+                       lambda e: monomials_into_roots(e, pos)):
+        try:
+            cand = distribute(out)
+        except Exception:  # sympy raises assorted errors on odd inputs; that form is skipped
+            continue
+        if formula_complexity(cand) < formula_complexity(out) and data.same(cand):
+            out = cand
+    return out
 
 
 def logistic_as_exp(expr: sympy.Expr) -> sympy.Expr:

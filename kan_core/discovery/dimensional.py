@@ -32,7 +32,7 @@ from kan_core.discovery.records import (
 )
 from kan_core.discovery.run import measure_formula, run_candidate
 from kan_core.discovery.select import choose, pareto_front
-from kan_core.forms import radical_form
+from kan_core.forms import judge_forms, radical_form
 from kan_core.units import PiGroups, buckingham, column_units  # noqa: F401  (column_units: the service's)
 from kan_core.validation import train_arrays, validation_split
 
@@ -101,7 +101,8 @@ def write_back(res: CandidateResult, dataset: Dataset, groups: PiGroups) -> Cand
     if not res.has_formula:
         return base
     try:
-        expr = radical_form(groups.expand(res.expr), groups.names, train_arrays(dataset)[0])
+        x = train_arrays(dataset)[0]
+        expr = judge_forms(radical_form(groups.expand(res.expr), groups.names, x), groups.names, x)
     except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         return replace(base, status="failed", error=f"rewrite: {type(exc).__name__}: {exc}"[:500])
     return measure_formula(replace(base, formula=str(expr)), dataset, groups.names)

@@ -92,3 +92,23 @@ def test_formulas_are_written_with_one_radical_only_where_the_values_agree():
     rows = np.array([[-2.0], [3.0]])  # (N, 1)
     assert radical_form(sympy.sqrt(x ** 2), ["x"], rows) == sympy.sqrt(x ** 2)  # |x| is not x at x = -2
     assert radical_form(sympy.sqrt(x ** 2), ["x"], np.abs(rows)) == x
+
+
+def test_the_scale_written_back_in_front_of_pi_groups_is_multiplied_in_where_shorter():
+    """y = x1 * F(groups) reads as the textbook formula: the judge cannot reconcile ``I1*(1 + I2/I1)``
+    or ``x1*sqrt(1 - 2*x2/x1 + ...)`` with ``I1 + I2`` or a distance; a negative scale is left alone."""
+    from kan_core.forms import radical_form
+    from kan_core.judge import is_solution
+
+    i1, i2, d, x1, x2, y1, y2 = sympy.symbols("I1 I2 delta x1 x2 y1 y2")
+    rng = np.random.default_rng(0)
+    rows = rng.uniform(1, 5, (100, 4))  # (N, 4), positive
+    intensity = i1 * (2 * sympy.sqrt(i2 / i1) * sympy.cos(d) + 1 + i2 / i1)
+    out = radical_form(intensity, ["I1", "I2", "delta"], rows[:, :3])
+    assert out == i1 + i2 + 2 * sympy.sqrt(i1 * i2) * sympy.cos(d)
+    distance = x1 * sympy.sqrt(1 - 2 * x2 / x1 + x2**2 / x1**2 + y1**2 / x1**2 - 2 * y1 * y2 / x1**2 + y2**2 / x1**2)
+    out = radical_form(distance, ["x1", "x2", "y1", "y2"], rows)
+    assert not isinstance(out, sympy.Mul) and is_solution(str(out), "sqrt((x2 - x1)**2 + (y2 - y1)**2)")
+    negative = rows.copy()
+    negative[0, 0] = -1.0  # x1 < 0 on one row: x1*sqrt(u) is not sqrt(x1**2*u)
+    assert radical_form(x1 * sympy.sqrt(1 + x2 / x1**2), ["x1", "x2", "y1", "y2"], negative) == x1 * sympy.sqrt(1 + x2 / x1**2)
