@@ -239,6 +239,7 @@ def _round_significant(v: float, digits: int) -> sympy.Float:
 
 MAX_SIMPLIFY_FUNCTIONS = 3  # sympy.simplify only with at most this many applied functions...
 MAX_SIMPLIFY_NESTING = 2  # ...nested at most this deep (exp(sin(x)) is 2), none trig-like (see below)
+MAX_SIMPLIFY_SYMBOLS = 5  # ...in at most this many variables
 _TRIG_LIKE = (TrigonometricFunction, InverseTrigonometricFunction, HyperbolicFunction, InverseHyperbolicFunction)
 
 
@@ -252,10 +253,12 @@ def _function_depth(expr: sympy.Basic) -> int:
 def simplify_is_safe(expr: sympy.Expr) -> bool:
     """Whether `sympy.simplify` is cheap enough to try: at most MAX_SIMPLIFY_OPS operations and
     MAX_SIMPLIFY_FUNCTIONS applied functions nested at most MAX_SIMPLIFY_NESTING deep, none of them
-    trigonometric or hyperbolic. Why: trigsimp can run for minutes on a 20-operation formula with
-    a single sine, and factor/expand blow up on deeply nested ones whatever their operation count
-    (the formulas that did it are in the commit history of this function)."""
-    if sympy.count_ops(expr) > MAX_SIMPLIFY_OPS:
+    trigonometric or hyperbolic, in at most MAX_SIMPLIFY_SYMBOLS variables. Why: trigsimp can run
+    for minutes on a 20-operation formula with a single sine, factor/expand blow up on deeply nested
+    ones whatever their operation count, and exptrigsimp's polynomial gcds over many variables ran
+    for over ten minutes on a 21-operation formula in six π groups (the formulas that did it are in
+    the commit history of this function)."""
+    if sympy.count_ops(expr) > MAX_SIMPLIFY_OPS or len(expr.free_symbols) > MAX_SIMPLIFY_SYMBOLS:
         return False
     functions = [e for e in sympy.preorder_traversal(expr) if isinstance(e, sympy.Function)]
     return (len(functions) <= MAX_SIMPLIFY_FUNCTIONS and not any(isinstance(f, _TRIG_LIKE) for f in functions)
