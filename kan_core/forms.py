@@ -24,6 +24,7 @@ import sympy
 from kan_core.expr import STORED_LIMITS, parse  # the whitelist parser: nothing is evaluated
 from kan_core.formula import evaluate_formula, formula_complexity
 from kan_core.fraction_forms import shifted_quadratic_denominators, squares_out_of_roots, unit_constant_denominators
+from kan_core.time_cap import time_cap
 
 MAX_CLEAN_NODES = 150  # formulas above this many tree nodes are returned as they are
 MAX_REWRITE_OPS = 60  # hyperbolic functions through exp only up to this many operations
@@ -98,8 +99,9 @@ def judge_forms(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy.
     out = expr
     for rewrite in JUDGE_REWRITES:
         try:
-            cand = rewrite(out, positive)
-        except Exception:  # sympy raises assorted errors on odd inputs; that rewrite is skipped
+            with time_cap():
+                cand = rewrite(out, positive)
+        except Exception:  # sympy raises assorted errors on odd inputs, or ran past its cap: skipped
             continue
         if (cand != out and formula_complexity(cand) <= formula_complexity(out) + MAX_FORM_GROWTH
                 and _reads_back(cand, names) and data.same(cand)):
@@ -275,7 +277,11 @@ def radical_form(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy
     if data.values(expr) is None:
         return expr
     out = expr
-    tidy = join_roots(sympy.powsimp(expr.xreplace(pos), force=True).xreplace(back))
+    try:
+        with time_cap():
+            tidy = join_roots(sympy.powsimp(expr.xreplace(pos), force=True).xreplace(back))
+    except Exception:  # sympy's assorted errors, or past its cap: the formula stays as it is
+        tidy = expr
     if tidy != expr and data.same(tidy):
         out = tidy
     if sympy.count_ops(out) > MAX_REWRITE_OPS:  # expand is polynomial algebra
@@ -283,8 +289,9 @@ def radical_form(expr: sympy.Expr, names: Sequence[str], X: np.ndarray) -> sympy
     for distribute in (lambda e: join_roots(sympy.expand(e.xreplace(pos)).xreplace(back)),
                        lambda e: monomials_into_roots(e, pos)):
         try:
-            cand = distribute(out)
-        except Exception:  # sympy raises assorted errors on odd inputs; that form is skipped
+            with time_cap():
+                cand = distribute(out)
+        except Exception:  # sympy raises assorted errors on odd inputs, or ran past its cap: skipped
             continue
         if formula_complexity(cand) < formula_complexity(out) and data.same(cand):
             out = cand

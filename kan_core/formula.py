@@ -31,6 +31,8 @@ import torch
 from sympy.functions.elementary.hyperbolic import HyperbolicFunction, InverseHyperbolicFunction
 from sympy.functions.elementary.trigonometric import InverseTrigonometricFunction, TrigonometricFunction
 
+from kan_core.time_cap import TimeCapExceeded, time_cap
+
 MAX_SIMPLIFY_OPS = 30  # sympy.simplify only up to this many operations (~0.3 s; 55 ops took 5 s)
 MAX_REWRITE_OPS = 400  # cheaper rewrites (expand, cancel) only below this many
 
@@ -279,7 +281,11 @@ def _bounded_simplify(expr: sympy.Expr, digits: int, tol: float) -> sympy.Expr:
         rewrites.append(sympy.simplify)
     best, best_size = expr, formula_complexity(expr)
     for rewrite in rewrites:
-        cand = clean_constants(rewrite(expr), digits=digits, tol=tol)
+        try:
+            with time_cap():
+                cand = clean_constants(rewrite(expr), digits=digits, tol=tol)
+        except TimeCapExceeded:  # sympy's algebra can run for minutes on a small formula
+            continue
         size = formula_complexity(cand)
         if size < best_size and not cand.has(sympy.nan, sympy.zoo):
             best, best_size = cand, size
