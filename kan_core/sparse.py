@@ -115,9 +115,10 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
     y_std = float(np.std(y))
     tol = EXACT_REL_RMSE * y_std if y_std > 0 else 1e-300
     found: dict[tuple[str, str, tuple[int, ...], int], _Raw] = {}
+    sparsest, exact_tier = max_terms + 1, None  # terms of the sparsest exact fit so far, and its tier
     for tier in tiers:
-        fewest = max_terms  # after an exact fit, later transforms of the tier only look for sparser exact fits
-        if tier == PREFACTOR_AFTER_TIER + 1 and prefactor and not stop():
+        fewest = sparsest - 1  # after an exact fit, later transforms and the next tier only look for sparser ones
+        if tier == PREFACTOR_AFTER_TIER + 1 and prefactor and exact_tier is None and not stop():
             scaled = _with_prefactor(X, y, names, symbols, tol, lambda z: _fit_sparse(
                 X, z, names, max_terms, transforms, beam, stop, None, max_results,
                 tiers=TIERS[: PREFACTOR_AFTER_TIER + 1], full=full, prefactor=False))
@@ -139,11 +140,15 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
                     found.setdefault((name, str(target.den0[0]), r.support, tier), r)
                 exact_terms = [len(r.support) for r in new if r.rmse <= tol]
                 if exact_terms:  # a rational of 6 terms can pass for exact on a short range (1/sqrt(1 - u**2)):
-                    fewest = min(exact_terms) - 1  # the transforms after it may still hold a sparser exact fit
+                    sparsest = min(sparsest, *exact_terms)  # the transforms after it may still hold a sparser one
+                    fewest = sparsest - 1
                     break
             if fewest < SPARSER_AFTER:
                 break  # transforms are in order of preference: a short exact fit is kept
-        if stop() or any(r.rmse <= tol for r in found.values()):
+        exact_tier = tier if exact_tier is None and sparsest <= max_terms else exact_tier
+        # a long exact fit (a 6-term series of log y for exp(u) - 1 on a short range) lets the next
+        # tier, whose functions it lacked, look for a sparser one; a short one ends the search
+        if stop() or sparsest <= SPARSER_AFTER or (exact_tier is not None and tier > exact_tier):
             break
     exact = sorted((r for r in found.values() if r.rmse <= tol), key=lambda r: len(r.support))
     chosen = exact[: 2 * max_results] or sorted(found.values(), key=lambda r: r.rmse)[:max_results]

@@ -200,3 +200,23 @@ def test_a_long_rational_that_passes_for_exact_does_not_hide_a_short_exact_fit()
     X, y, names = sample("1/sqrt(1 - u**2)", {"u": (0.1, 0.67)}, n=800)
     best = fit_sparse(X, y, names)[0]
     assert best.exact and best.transform == "1/y^2" and best.n_terms <= 2, best
+
+
+def test_a_long_exact_series_lets_the_next_tier_find_the_law(monkeypatch):
+    """A diode's current I_0*(exp(q*V/(kb*T)) - 1) with units is F(u) = exp(u) - 1 of one group
+    u in [0.25, 4]: a 6-term series of log F passes for exact at tier 0, and the next tier's exp(u)
+    gives the law, which is kept."""
+    from kan_core.discovery import run as discovery_run
+    from kan_core.discovery.dimensional import discover_with_units
+
+    monkeypatch.setattr(discovery_run, "SPARSE_SECONDS", 3600.0)  # its time limit must not bind on a slow machine
+    rng = np.random.default_rng(0)
+
+    def rows(n):  # (n, 5): I_0, q, V, kb, T
+        x = np.column_stack([rng.uniform(1, 5, n), *rng.uniform(1, 2, (4, n))])
+        return x, x[:, 0] * np.expm1(x[:, 1] * x[:, 2] / (x[:, 3] * x[:, 4]))
+
+    (x, y), (xt, yt) = rows(1000), rows(1000)
+    out, _ = discover_with_units(Dataset.from_arrays(x, y, xt, yt), ["A", "C", "V", "J/K", "K"], "A",
+                                 Budget(max_candidates=1, max_seconds=3600), var_names=["I_0", "q", "V", "kb", "T"])
+    assert is_solution(out.chosen.formula, "I_0*(exp(q*V/(kb*T)) - 1)")
