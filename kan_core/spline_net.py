@@ -2,10 +2,11 @@
 
 Why: on a network of a few hundred edges and a few thousand rows an objective evaluation is about
 a hundred small kernels, and autograd (recording the graph, the engine's walk over it, its nodes'
-saved tensors and gradient buffers) costs as much as they do; LBFGS evaluates the objective
+saved tensors and gradient buffers) takes a quarter to a third of the time; LBFGS evaluates the objective
 ~25 times per step. Here the forward and the backward are the same kernels, called in order
 (`kan_core.spline_edges`'s forward / backward pairs, the regulariser's gradient written out),
-with no graph: about half the time per evaluation of a small network.
+with no graph. Measured on the seed recipe (1000 rows, float64, one thread): 0.62 -> 0.40 ms per
+evaluation of a [2, 1, 1] network, 1.8 -> 1.4 ms for [2, 5, 1] with the regulariser.
 
 `objective` computes ``mse + lamb * reg`` exactly as `kan_core.train.fit` defines it (the same
 formula; sums may round differently) and accumulates its gradient into the parameters' ``.grad``.

@@ -175,7 +175,8 @@ def fit(
 
     A network of spline edges only (no symbolic edge, no product layer, no coefficient terms)
     takes `kan_core.spline_net`'s objective: the same formula, its gradient by hand instead of
-    autograd (about half the time per evaluation of a small network; sums may round differently).
+    autograd (a quarter to a third less time per evaluation of a small network; sums may round
+    differently).
     """
     _check_fit_args(model, dataset, opt, steps, lr, batch, lamb, grid_update_num, lbfgs_max_iter,
                     (lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff))
