@@ -1,17 +1,19 @@
-"""`fit`'s objective on an all-spline network with a hand-written gradient: the small-network hot path.
+"""`fit`'s objective on a KAN with a hand-written gradient: the small-network hot path.
 
 Why: on a network of a few hundred edges and a few thousand rows an objective evaluation is about
 a hundred small kernels, and autograd (recording the graph, the engine's walk over it, its nodes'
-saved tensors and gradient buffers) takes a quarter to a third of the time; LBFGS evaluates the objective
-~25 times per step. Here the forward and the backward are the same kernels, called in order
-(`kan_core.spline_edges`'s forward / backward pairs, the regulariser's gradient written out),
-with no graph. Measured on the seed recipe (1000 rows, float64, one thread): 0.62 -> 0.40 ms per
-evaluation of a [2, 1, 1] network, 1.8 -> 1.4 ms for [2, 5, 1] with the regulariser.
+saved tensors and gradient buffers) takes a quarter to a third of the time; LBFGS evaluates the
+objective ~25 times per step. Here the forward and the backward are the same kernels, called in
+order (`kan_core.spline_edges`' and `kan_core.symbolic_edges`' forward / backward pairs, the
+regulariser's gradient written out), with no graph. Measured on the seed recipe (1000 rows,
+float64, one thread): 0.62 -> 0.40 ms per evaluation of a [2, 1, 1] network, 1.8 -> 1.4 ms for
+[2, 5, 1] with the regulariser.
 
 `objective` computes ``mse + lamb * reg`` exactly as `kan_core.train.fit` defines it (the same
 formula; sums may round differently) and accumulates its gradient into the parameters' ``.grad``.
-`supports` says when it applies: plain `KANLayer`s with spline edges only, the regulariser without
-its coefficient terms. Anything else takes autograd.
+`supports` says when it applies: plain `KANLayer`s whose symbolic edges' functions come with their
+derivatives (``SymbolicFunction.dtorch``), the regulariser without its coefficient terms. Anything
+else takes autograd.
 """
 
 from __future__ import annotations
@@ -30,19 +32,24 @@ from kan_core.spline_edges import (
     std_from_cov_backward,
     std_from_cov_parts,
 )
+from kan_core.symbolic_edges import has_derivatives, symbolic_backward_t, symbolic_forward_t
 
 _LN2 = math.log(2.0)
 
 
 def supports(model: KAN, lamb: float, lamb_coef: float, lamb_coefdiff: float) -> bool:
     """Whether `objective` computes ``model``'s training objective: every layer a plain `KANLayer`
-    with at least one spline edge and no symbolic edge, and no coefficient regulariser."""
+    with some edge unmasked, every symbolic edge's function with its derivative (``dtorch``), and
+    no coefficient regulariser."""
     if lamb > 0 and (lamb_coef > 0 or lamb_coefdiff > 0):
         return False
-    return all(
-        type(layer) is KANLayer and layer._has_spline() and layer._symbolic_edges(layer.grid.device) is None
-        for layer in model.layers
-    )
+    for layer in model.layers:
+        edges = layer._symbolic_edges(layer.grid.device) if type(layer) is KANLayer else None
+        if type(layer) is not KANLayer or (edges is not None and not has_derivatives(edges)):
+            return False
+        if not layer._has_spline() and edges is None:
+            return False
+    return True
 
 
 @torch.no_grad()
@@ -63,57 +70,82 @@ def objective(
     The first layer takes its cached features (`KANLayer.cache_fixed_inputs`) when it has them.
     """
     with_reg = lamb > 0
-    tapes = []  # per layer: (layer, m, EdgesSaved, xt, std_b(xt), StdParts, reg's d/dstd, d/du)
+    tapes = []  # per layer: what its backward needs
     reg = x.new_zeros(())
-    xt = None  # (I, B): the input of layers after the first
+    xt = x.T  # (I, B): the layer's input, transposed
     for index, layer in enumerate(model.layers):
-        m = layer._spline_mask_t()  # (O, I, 1)
-        wt = spline_weights(layer.coef, layer.scale_base, layer.scale_sp, m)  # (O, I, K+1)
-        fixed = layer._fixed_features(x) if index == 0 else None
-        if fixed is not None:
-            yt, cov = fixed.output_t(wt), (fixed.cov(precise) if with_reg else None)
-            saved = fixed.saved(wt)
-        else:
-            xt = x.T.contiguous() if index == 0 else xt
-            yt, cov, saved = edges_forward(xt, wt, layer.grid, layer.k, layer._knot_tables(), with_reg, precise,
-                                           deriv=index > 0)
-        parts = g_std = g_u = sd = None
-        if with_reg:
-            parts = std_from_cov_parts(cov, wt)
-            if index == 0 and u0 is not None:
-                u = u0
+        tape = {"xt": xt}
+        yt = None
+        if layer._has_spline():
+            m = layer._spline_mask_t()  # (O, I, 1)
+            wt = spline_weights(layer.coef, layer.scale_base, layer.scale_sp, m)  # (O, I, K+1)
+            fixed = layer._fixed_features(x) if index == 0 else None
+            if fixed is not None:
+                yt, cov = fixed.output_t(wt), (fixed.cov(precise) if with_reg else None)
+                saved = fixed.saved(wt)
             else:
-                sd = xt.std(1)  # (I,)
-                u = sd + 0.1
-            reg, g_std, g_u = _edge_reg(reg, parts.std, u, lamb_l1, lamb_entropy, lamb)
-        tapes.append((layer, m, saved, xt if index > 0 else None, sd, parts, g_std, g_u))
+                xt = tape["xt"] = xt.contiguous()
+                yt, cov, saved = edges_forward(xt, wt, layer.grid, layer.k, layer._knot_tables(), with_reg,
+                                               precise, deriv=index > 0)
+            tape.update(m=m, saved=saved)
+            if with_reg:  # (a layer without spline edges adds 0)
+                tape["parts"] = parts = std_from_cov_parts(cov, wt)
+                if index == 0 and u0 is not None:
+                    u = u0
+                else:
+                    tape["sd"] = sd = xt.std(1)  # (I,)
+                    u = sd + 0.1
+                reg, tape["g_std"], tape["g_u"] = _edge_reg(reg, parts.std, u, lamb_l1, lamb_entropy, lamb)
+        edges = layer._symbolic_edges(x.device)
+        if edges is not None:
+            sym, tape["sym"] = symbolic_forward_t(layer.sym_affine, layer.mask, xt, edges)
+            yt = sym if yt is None else yt + sym
+        tapes.append((layer, edges, tape))
         xt = yt  # (O, B): the next layer's input, transposed
     diff = xt - y.T  # (n_L, B)
     loss = diff.pow(2).mean()
     total = loss + lamb * reg if with_reg else loss
     grad_yt = diff * (2 / diff.numel())  # d mse / d pred, transposed
     for index in range(len(tapes) - 1, -1, -1):
-        layer, m, saved, xt, sd, parts, g_std, g_u = tapes[index]
+        layer, edges, tape = tapes[index]
         need_x = index > 0
-        grad_cov = None
-        if with_reg:
-            g_wt_std, grad_cov = std_from_cov_backward(g_std, parts, torch.finfo(saved.wt.dtype).tiny, need_x)
-        grad_xt, grad_wt = edges_backward(saved, grad_yt, grad_cov, need_x, need_w=True)
-        if with_reg:
-            grad_wt += g_wt_std
-            if need_x:  # u = std_b(x) + 0.1: d std / d x_b = (x_b - mean) / ((B - 1) std)
-                B = xt.shape[1]
-                grad_xt += (xt - xt.mean(1, keepdim=True)) * (g_u / ((B - 1) * sd)).unsqueeze(1)
-        params = (layer.coef, layer.scale_base, layer.scale_sp)
-        grads = spline_weights_backward(grad_wt, layer.coef, layer.scale_sp, m, tuple(p.requires_grad for p in params))
-        for p, g in zip(params, grads):
-            if g is not None:
-                if p.grad is None:
-                    p.grad = g.contiguous()
-                else:
-                    p.grad.add_(g)
+        grad_xt = None
+        if "saved" in tape:
+            grad_xt = _spline_backward(layer, tape, grad_yt, with_reg, need_x)
+        if edges is not None:
+            grad_affine, grad_sym = symbolic_backward_t(tape["sym"], grad_yt, edges, layer.in_dim, need_x)
+            if layer.sym_affine.requires_grad:
+                if layer.sym_affine.grad is None:
+                    layer.sym_affine.grad = torch.zeros_like(layer.sym_affine)
+                layer.sym_affine.grad.index_put_((edges.ii, edges.jj), grad_affine, accumulate=True)
+            grad_xt = grad_sym if grad_xt is None else grad_xt + grad_sym
         grad_yt = grad_xt
     return total, loss, reg
+
+
+def _spline_backward(layer: KANLayer, tape: dict, grad_yt: torch.Tensor, with_reg: bool, need_x: bool):
+    """The spline edges' part of a layer's backward: adds the gradients of ``coef``, ``scale_base``,
+    ``scale_sp``; returns the input's ``(I, B)`` if ``need_x``."""
+    saved, grad_cov = tape["saved"], None
+    if with_reg:
+        g_wt_std, grad_cov = std_from_cov_backward(tape["g_std"], tape["parts"], torch.finfo(saved.wt.dtype).tiny,
+                                                   need_x)
+    grad_xt, grad_wt = edges_backward(saved, grad_yt, grad_cov, need_x, need_w=True)
+    if with_reg:
+        grad_wt += g_wt_std
+        if need_x:  # u = std_b(x) + 0.1: d std / d x_b = (x_b - mean) / ((B - 1) std)
+            xt = tape["xt"]
+            grad_xt += (xt - xt.mean(1, keepdim=True)) * (tape["g_u"] / ((xt.shape[1] - 1) * tape["sd"])).unsqueeze(1)
+    params = (layer.coef, layer.scale_base, layer.scale_sp)
+    needs = tuple(p.requires_grad for p in params)
+    grads = spline_weights_backward(grad_wt, layer.coef, layer.scale_sp, tape["m"], needs)
+    for p, g in zip(params, grads):
+        if g is not None:
+            if p.grad is None:
+                p.grad = g.contiguous()
+            else:
+                p.grad.add_(g)
+    return grad_xt
 
 
 def _edge_reg(

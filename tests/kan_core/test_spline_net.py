@@ -101,19 +101,48 @@ def test_objective_accumulates_into_existing_gradients_and_skips_frozen_paramete
     assert model.layers[0].scale_sp.grad is None and model.layers[0].sym_affine.grad is None
 
 
-def test_supports_only_all_spline_networks_without_coefficient_terms():
+def test_supports_plain_layers_with_known_derivatives_without_coefficient_terms():
     model = KAN([2, 3, 1], seed=0)
     assert spline_net.supports(model, 0.01, 0.0, 0.0) and spline_net.supports(model, 0.0, 1.0, 1.0)
     assert not spline_net.supports(model, 0.01, 0.1, 0.0) and not spline_net.supports(model, 0.01, 0.0, 0.1)
     model.layers[1].set_symbolic(0, 0, "sin")
-    assert not spline_net.supports(model, 0.0, 0.0, 0.0)  # a symbolic edge
-    model.layers[1].clear_symbolic(0, 0)
+    assert spline_net.supports(model, 0.0, 0.0, 0.0)  # sin has its derivative
+    model.layers[1].set_symbolic(1, 0, "tan")
+    assert not spline_net.supports(model, 0.0, 0.0, 0.0)  # tan has none: autograd
+    model.layers[1].clear_symbolic(1, 0)
     assert spline_net.supports(model, 0.0, 0.0, 0.0)
+    model.layers[1].clear_symbolic(0, 0)
     model.layers[1].mask.zero_()
-    assert not spline_net.supports(model, 0.0, 0.0, 0.0)  # a layer without spline edges
+    assert not spline_net.supports(model, 0.0, 0.0, 0.0)  # a layer with no edge left
     product = KAN([2, 2, 1], seed=0)
     product.layers[0] = ProductLayer.from_layer(product.layers[0], [[0, 1]])
     assert not spline_net.supports(product, 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("lamb", [0.0, 0.01])
+@pytest.mark.parametrize("symbolic", [
+    [(0, 0, 0, "sin"), (0, 1, 0, "x^2"), (1, 0, 0, "exp")],  # all symbolic (the seed formula's shape)
+    [(0, 0, 1, "sin"), (0, 1, 2, "sqrt"), (1, 2, 0, "x^2"), (1, 0, 0, "log")],  # mixed, two into one node
+])
+def test_objective_with_symbolic_edges_matches_autograd(dataset, lamb, symbolic):
+    x, y = dataset.train_input, dataset.train_label
+    width = [2, 1, 1] if len(symbolic) == 3 else [2, 3, 1]
+    model = _model(width, torch.float64, x, True, False)
+    gen = torch.Generator().manual_seed(0)
+    for layer, i, j, name in symbolic:
+        model.layers[layer].set_symbolic(i, j, name, (torch.rand(4, generator=gen, dtype=torch.float64) + 0.5).tolist())
+    model.layers[0].cache_fixed_inputs(True)
+    u0 = x.std(0) + 0.1 if lamb > 0 else None
+    ref_values, ref_grads = _autograd(model, x, y, lamb, True, u0)
+    values, grads = _by_hand(model, x, y, lamb, True, u0)
+    model.layers[0].cache_fixed_inputs(False)
+    for a, b in zip(ref_values, values):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=0)
+    for a, b in zip(ref_grads, grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-12 * float(a.abs().max()))
+    assert any(g is not None and g.abs().max() > 0 for g in grads[3::4])  # sym_affine's gradients
 
 
 @pytest.mark.parametrize("opt, lamb", [("LBFGS", 0.01), ("LBFGS", 0.0), ("Adam", 0.01)])
