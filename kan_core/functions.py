@@ -8,7 +8,7 @@ Each `SymbolicFunction` carries three forms of the same function:
 - ``domain``: optional predicate, True where the exact function is defined and finite; the fitter
   (symbolic.py) rejects an affine map that sends samples outside it.
 - ``dtorch``: optional derivative of ``torch`` (autograd's gradient of it, clamps included): with
-  it, training computes a symbolic edge's gradient by hand (`kan_core.spline_net`), without autograd.
+  it, training computes a symbolic edge's gradient by hand (`kan_core.fast_objective`), without autograd.
 
 `complexity` is a small integer: how much a formula pays for using the function.
 

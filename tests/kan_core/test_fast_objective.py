@@ -1,10 +1,10 @@
-"""`kan_core.spline_net`: the objective with a hand-written gradient gives autograd's values and
+"""`kan_core.fast_objective`: the objective with a hand-written gradient gives autograd's values and
 gradients, applies only where it should, and `fit` trains the same way on either path."""
 
 import pytest
 import torch
 
-from kan_core import spline_net
+from kan_core import fast_objective
 from kan_core.data import Dataset, make_dataset
 from kan_core.model import KAN
 from kan_core.objective import mse
@@ -44,8 +44,8 @@ def _by_hand(model, x, y, lamb, precise, u0):
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = None
-    assert spline_net.supports(model, lamb, 0.0, 0.0)
-    values = spline_net.objective(model, x, y, lamb, 1.0, 10.0, precise, u0)
+    assert fast_objective.supports(model, lamb, 0.0, 0.0)
+    values = fast_objective.objective(model, x, y, lamb, 1.0, 10.0, precise, u0)
     return values, [p.grad for p in params]
 
 
@@ -95,7 +95,7 @@ def test_objective_accumulates_into_existing_gradients_and_skips_frozen_paramete
     g_coef, g_sb = g_coef.clone(), g_sb.clone()
     model.layers[0].scale_sp.requires_grad_(False)
     model.layers[0].scale_sp.grad = None
-    spline_net.objective(model, x, y, 0.0, 1.0, 10.0, True, None)  # a second time: adds
+    fast_objective.objective(model, x, y, 0.0, 1.0, 10.0, True, None)  # a second time: adds
     torch.testing.assert_close(model.layers[0].coef.grad, 2 * g_coef, rtol=1e-15, atol=0)
     torch.testing.assert_close(model.layers[0].scale_base.grad, 2 * g_sb, rtol=1e-15, atol=0)
     assert model.layers[0].scale_sp.grad is None and model.layers[0].sym_affine.grad is None
@@ -103,20 +103,20 @@ def test_objective_accumulates_into_existing_gradients_and_skips_frozen_paramete
 
 def test_supports_plain_layers_with_known_derivatives_without_coefficient_terms():
     model = KAN([2, 3, 1], seed=0)
-    assert spline_net.supports(model, 0.01, 0.0, 0.0) and spline_net.supports(model, 0.0, 1.0, 1.0)
-    assert not spline_net.supports(model, 0.01, 0.1, 0.0) and not spline_net.supports(model, 0.01, 0.0, 0.1)
+    assert fast_objective.supports(model, 0.01, 0.0, 0.0) and fast_objective.supports(model, 0.0, 1.0, 1.0)
+    assert not fast_objective.supports(model, 0.01, 0.1, 0.0) and not fast_objective.supports(model, 0.01, 0.0, 0.1)
     model.layers[1].set_symbolic(0, 0, "sin")
-    assert spline_net.supports(model, 0.0, 0.0, 0.0)  # sin has its derivative
+    assert fast_objective.supports(model, 0.0, 0.0, 0.0)  # sin has its derivative
     model.layers[1].set_symbolic(1, 0, "tan")
-    assert not spline_net.supports(model, 0.0, 0.0, 0.0)  # tan has none: autograd
+    assert not fast_objective.supports(model, 0.0, 0.0, 0.0)  # tan has none: autograd
     model.layers[1].clear_symbolic(1, 0)
-    assert spline_net.supports(model, 0.0, 0.0, 0.0)
+    assert fast_objective.supports(model, 0.0, 0.0, 0.0)
     model.layers[1].clear_symbolic(0, 0)
     model.layers[1].mask.zero_()
-    assert not spline_net.supports(model, 0.0, 0.0, 0.0)  # a layer with no edge left
+    assert not fast_objective.supports(model, 0.0, 0.0, 0.0)  # a layer with no edge left
     product = KAN([2, 2, 1], seed=0)
     product.layers[0] = ProductLayer.from_layer(product.layers[0], [[0, 1]])
-    assert not spline_net.supports(product, 0.0, 0.0, 0.0)
+    assert not fast_objective.supports(product, 0.0, 0.0, 0.0)
 
 
 @pytest.mark.parametrize("lamb", [0.0, 0.01])
@@ -154,7 +154,7 @@ def test_fit_trains_alike_on_either_path(dataset, monkeypatch, opt, lamb):
                    lamb_entropy=10.0, lbfgs_max_iter=5)
 
     fast = run()
-    monkeypatch.setattr(spline_net, "supports", lambda *args: False)
+    monkeypatch.setattr(fast_objective, "supports", lambda *args: False)
     plain = run()
     for a, b in ((fast.train_rmse, plain.train_rmse), (fast.test_rmse, plain.test_rmse), (fast.reg, plain.reg)):
         assert a == pytest.approx(b, rel=1e-8, abs=1e-12)
