@@ -76,8 +76,8 @@ def objective(
     for index, layer in enumerate(model.layers):
         tape = {"xt": xt}
         yt = None
-        if layer._has_spline():
-            m = layer._spline_mask_t()  # (O, I, 1)
+        m = layer._spline_mask_t()  # (O, I, 1); sets _any_spline
+        if layer._any_spline:
             wt = spline_weights(layer.coef, layer.scale_base, layer.scale_sp, m)  # (O, I, K+1)
             fixed = layer._fixed_features(x) if index == 0 else None
             if fixed is not None:
