@@ -7,6 +7,8 @@ Each `SymbolicFunction` carries three forms of the same function:
 - ``sympy``: the exact function, used to write formulas.
 - ``domain``: optional predicate, True where the exact function is defined and finite; the fitter
   (symbolic.py) rejects an affine map that sends samples outside it.
+- ``dtorch``: optional derivative of ``torch`` (autograd's gradient of it, clamps included): with
+  it, training computes a symbolic edge's gradient by hand (`kan_core.fast_objective`), without autograd.
 
 `complexity` is a small integer: how much a formula pays for using the function.
 
@@ -33,6 +35,7 @@ class SymbolicFunction:
     sympy: Callable[[sympy.Expr], sympy.Expr]
     complexity: int
     domain: Callable[[torch.Tensor], torch.Tensor] | None = None
+    dtorch: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _away_from_zero(x: torch.Tensor, eps: float = _EPS) -> torch.Tensor:
@@ -84,6 +87,22 @@ def _cosh(x: torch.Tensor) -> torch.Tensor:
     return torch.cosh(x.clamp(-50.0, 50.0))
 
 
+def _dsqrt(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= _EPS, 0.5 * torch.rsqrt(x.clamp(min=_EPS)), 0.0)
+
+
+def _dlog(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= _EPS, 1.0 / x.clamp(min=_EPS), 0.0)
+
+
+def _dexp(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 50.0, torch.exp(x.clamp(max=50.0)), 0.0)
+
+
+def _dinv(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x.abs() < _EPS, 0.0, -1.0 / _away_from_zero(x) ** 2)
+
+
 def _hyperbolic_domain(x: torch.Tensor) -> torch.Tensor:
     return x.abs() < 50.0
 
@@ -117,31 +136,33 @@ def _exp_domain(x: torch.Tensor) -> torch.Tensor:
 
 
 _BUILTIN: tuple[SymbolicFunction, ...] = (
-    SymbolicFunction("0", lambda x: 0.0 * x, lambda x: sympy.Integer(0), 0),  # 0*x: a zero gradient, not none
-    SymbolicFunction("x", lambda x: x, lambda x: x, 1),
-    SymbolicFunction("x^2", lambda x: x**2, lambda x: x**2, 2),
-    SymbolicFunction("x^3", lambda x: x**3, lambda x: x**3, 3),
-    SymbolicFunction("x^4", lambda x: x**4, lambda x: x**4, 3),
-    SymbolicFunction("x^5", lambda x: x**5, lambda x: x**5, 3),
-    SymbolicFunction("1/x", _inv, lambda x: 1 / x, 2, _nonzero),
+    # 0*x: a zero gradient, not none
+    SymbolicFunction("0", lambda x: 0.0 * x, lambda x: sympy.Integer(0), 0, dtorch=torch.zeros_like),
+    SymbolicFunction("x", lambda x: x, lambda x: x, 1, dtorch=torch.ones_like),
+    SymbolicFunction("x^2", lambda x: x**2, lambda x: x**2, 2, dtorch=lambda x: 2 * x),
+    SymbolicFunction("x^3", lambda x: x**3, lambda x: x**3, 3, dtorch=lambda x: 3 * x**2),
+    SymbolicFunction("x^4", lambda x: x**4, lambda x: x**4, 3, dtorch=lambda x: 4 * x**3),
+    SymbolicFunction("x^5", lambda x: x**5, lambda x: x**5, 3, dtorch=lambda x: 5 * x**4),
+    SymbolicFunction("1/x", _inv, lambda x: 1 / x, 2, _nonzero, dtorch=_dinv),
     SymbolicFunction("1/x^2", _inv2, lambda x: 1 / x**2, 2, _nonzero),
-    SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, _nonnegative),
+    SymbolicFunction("sqrt", _sqrt, sympy.sqrt, 2, _nonnegative, dtorch=_dsqrt),
     SymbolicFunction("1/sqrt", _rsqrt, lambda x: 1 / sympy.sqrt(x), 2, _positive),
-    SymbolicFunction("exp", _exp, sympy.exp, 2, _exp_domain),
-    SymbolicFunction("log", _log, sympy.log, 2, _positive),
-    SymbolicFunction("abs", torch.abs, sympy.Abs, 3),
-    SymbolicFunction("sin", torch.sin, sympy.sin, 2),
-    SymbolicFunction("cos", torch.cos, sympy.cos, 2),
+    SymbolicFunction("exp", _exp, sympy.exp, 2, _exp_domain, dtorch=_dexp),
+    SymbolicFunction("log", _log, sympy.log, 2, _positive, dtorch=_dlog),
+    SymbolicFunction("abs", torch.abs, sympy.Abs, 3, dtorch=torch.sign),
+    SymbolicFunction("sin", torch.sin, sympy.sin, 2, dtorch=torch.cos),
+    SymbolicFunction("cos", torch.cos, sympy.cos, 2, dtorch=lambda x: -torch.sin(x)),
     SymbolicFunction("tan", _tan, sympy.tan, 3, _tan_domain),
-    SymbolicFunction("tanh", torch.tanh, sympy.tanh, 3),
+    SymbolicFunction("tanh", torch.tanh, sympy.tanh, 3, dtorch=lambda x: 1 - torch.tanh(x) ** 2),
     SymbolicFunction("sinh", _sinh, sympy.sinh, 3, _hyperbolic_domain),
     SymbolicFunction("cosh", _cosh, sympy.cosh, 3, _hyperbolic_domain),
     SymbolicFunction("sgn", torch.sign, sympy.sign, 3),
     SymbolicFunction("arcsin", lambda x: torch.arcsin(_clamp_unit(x)), sympy.asin, 4, _closed_unit),
     SymbolicFunction("arccos", lambda x: torch.arccos(_clamp_unit(x)), sympy.acos, 4, _closed_unit),
-    SymbolicFunction("arctan", torch.arctan, sympy.atan, 4),
+    SymbolicFunction("arctan", torch.arctan, sympy.atan, 4, dtorch=lambda x: 1 / (1 + x**2)),
     SymbolicFunction("arctanh", lambda x: torch.arctanh(_clamp_unit(x)), sympy.atanh, 4, _open_unit),
-    SymbolicFunction("gaussian", lambda x: torch.exp(-(x**2)), lambda x: sympy.exp(-(x**2)), 3),
+    SymbolicFunction("gaussian", lambda x: torch.exp(-(x**2)), lambda x: sympy.exp(-(x**2)), 3,
+                     dtorch=lambda x: -2 * x * torch.exp(-(x**2))),
 )
 
 

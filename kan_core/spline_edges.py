@@ -88,48 +88,79 @@ class SplineEdges(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xt, wt, grid, k, tables, with_cov, precise):
         ctx.set_materialize_grads(False)
-        feats, dfdx = fill_features(xt, grid, k, tables, deriv=ctx.needs_input_grad[0])
-        I, K1, B = feats.shape
-        yt = wt.reshape(wt.shape[0], -1) @ feats.view(I * K1, B)  # (O, B)
-        mean = None
-        if with_cov:  # centred and accumulated in `acc`, see the class docstring
-            acc = torch.float64 if precise else feats.dtype
-            fa = feats.to(acc)  # feats itself when acc is its dtype, else a float64 copy
-            mean = fa.mean(-1, keepdim=True)  # (I, K+1, 1), acc
-            fc = fa.sub_(mean)  # when fa is feats: centred in place, the backward uses Fc and the mean
-            cov = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
-        else:
-            cov = feats.new_empty(0)
+        yt, cov, saved = edges_forward(xt, wt, grid, k, tables, with_cov, precise, deriv=ctx.needs_input_grad[0])
+        if cov is None:
+            cov = saved.feats.new_empty(0)
             ctx.mark_non_differentiable(cov)
-        ctx.save_for_backward(feats, wt, mean, *(dfdx if dfdx is not None else (None,) * 4))
+        dfdx = saved.dfdx if saved.dfdx is not None else (None,) * 4
+        ctx.save_for_backward(saved.feats, wt, saved.mean, *dfdx)
         return yt, cov
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_yt, grad_cov):  # (O, B), (I, K+1, K+1); None when unused
         feats, wt, mean, *deriv = ctx.saved_tensors
-        dfdx = FeatureDeriv(*deriv)
-        centred = mean is not None and mean.dtype == feats.dtype  # accumulated in place: feats holds Fc
-        I, K1, B = feats.shape
-        grad_xt = grad_wt = None
-        if ctx.needs_input_grad[1] and grad_yt is not None:
-            grad_wt = grad_yt @ feats.view(I * K1, B).T  # (O, I*(K+1))
-            if centred:  # F = Fc + mean
-                grad_wt += grad_yt.sum(1, keepdim=True) * mean.view(1, -1)
-            grad_wt = grad_wt.view(wt.shape)
-        if ctx.needs_input_grad[0]:
-            if grad_yt is not None:
-                gf = (wt.reshape(wt.shape[0], -1).T @ grad_yt).view(I, K1, B)
-            else:
-                gf = torch.zeros_like(feats)
-            if grad_cov is not None:  # in cov's dtype: dCov Fc cancels as w^T Cov w does
-                gcov = (grad_cov + grad_cov.transpose(1, 2)).div_(B - 1)
-                if centred:
-                    gf.baddbmm_(gcov, feats)
-                else:  # float32, precise: Fc recentred in float64, the product cast back
-                    gf += torch.bmm(gcov, feats.to(mean.dtype).sub_(mean)).to(gf.dtype)
-            grad_xt = dfdx.grad_x(gf)  # (I, B)
+        saved = EdgesSaved(feats, wt, mean, FeatureDeriv(*deriv) if deriv[0] is not None else None)
+        grad_xt, grad_wt = edges_backward(saved, grad_yt, grad_cov, *ctx.needs_input_grad[:2])
         return grad_xt, grad_wt, None, None, None, None, None
+
+
+class EdgesSaved(NamedTuple):
+    """What `edges_backward` needs of `edges_forward`: ``feats (I, K+1, B)`` (F, or Fc when centred
+    in place: then ``mean`` has its dtype), ``wt (O, I, K+1)``, F's ``mean (I, K+1, 1)`` when the
+    covariance was computed, ``dfdx`` when the input gradient is wanted."""
+
+    feats: torch.Tensor
+    wt: torch.Tensor
+    mean: torch.Tensor | None
+    dfdx: FeatureDeriv | None
+
+
+def edges_forward(
+    xt: torch.Tensor, wt: torch.Tensor, grid: torch.Tensor, k: int, tables, with_cov: bool, precise: bool, deriv: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, EdgesSaved]:
+    """`SplineEdges`'s forward without autograd: ``yt (O, B)``, ``Cov (I, K+1, K+1)`` (None unless
+    ``with_cov``) and what `edges_backward` needs (``deriv``: keep dF/dx for the input gradient)."""
+    feats, dfdx = fill_features(xt, grid, k, tables, deriv=deriv)
+    I, K1, B = feats.shape
+    yt = wt.reshape(wt.shape[0], -1) @ feats.view(I * K1, B)  # (O, B)
+    mean = cov = None
+    if with_cov:  # centred and accumulated in `acc`, see `SplineEdges`
+        acc = torch.float64 if precise else feats.dtype
+        fa = feats.to(acc)  # feats itself when acc is its dtype, else a float64 copy
+        mean = fa.mean(-1, keepdim=True)  # (I, K+1, 1), acc
+        fc = fa.sub_(mean)  # when fa is feats: centred in place, the backward uses Fc and the mean
+        cov = torch.baddbmm(fc.new_empty(()), fc, fc.transpose(1, 2), beta=0, alpha=1 / (B - 1))
+    return yt, cov, EdgesSaved(feats, wt, mean, dfdx)
+
+
+def edges_backward(
+    saved: EdgesSaved, grad_yt: torch.Tensor | None, grad_cov: torch.Tensor | None, need_x: bool, need_w: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """`SplineEdges`'s backward without autograd: ``grad_yt (O, B)``, ``grad_cov (I, K+1, K+1)`` (either
+    None) -> ``(grad_xt (I, B), grad_wt (O, I, K+1))``, None where not wanted. Overwrites nothing saved."""
+    feats, wt, mean, dfdx = saved
+    centred = mean is not None and mean.dtype == feats.dtype  # accumulated in place: feats holds Fc
+    I, K1, B = feats.shape
+    grad_xt = grad_wt = None
+    if need_w and grad_yt is not None:
+        grad_wt = grad_yt @ feats.view(I * K1, B).T  # (O, I*(K+1))
+        if centred:  # F = Fc + mean
+            grad_wt += grad_yt.sum(1, keepdim=True) * mean.view(1, -1)
+        grad_wt = grad_wt.view(wt.shape)
+    if need_x:
+        if grad_yt is not None:
+            gf = (wt.reshape(wt.shape[0], -1).T @ grad_yt).view(I, K1, B)
+        else:
+            gf = torch.zeros_like(feats)
+        if grad_cov is not None:  # in cov's dtype: dCov Fc cancels as w^T Cov w does
+            gcov = (grad_cov + grad_cov.transpose(1, 2)).div_(B - 1)
+            if centred:
+                gf.baddbmm_(gcov, feats)
+            else:  # float32, precise: Fc recentred in float64, the product cast back
+                gf += torch.bmm(gcov, feats.to(mean.dtype).sub_(mean)).to(gf.dtype)
+        grad_xt = dfdx.grad_x(gf)  # (I, B)
+    return grad_xt, grad_wt
 
 
 class SplineWeights(torch.autograd.Function):
@@ -143,12 +174,8 @@ class SplineWeights(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coef, scale_base, scale_sp, m):
         ctx.set_materialize_grads(False)
-        O, I = m.shape[:2]
-        w = coef.new_empty(O, I, coef.shape[2] + 1)
-        torch.mul(scale_base.T, m[..., 0], out=w[..., 0])
-        torch.mul(coef.transpose(0, 1), scale_sp.T.unsqueeze(-1), out=w[..., 1:]).mul_(m)
         ctx.save_for_backward(coef, scale_sp, m)
-        return w
+        return spline_weights(coef, scale_base, scale_sp, m)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -156,12 +183,29 @@ class SplineWeights(torch.autograd.Function):
         if grad_w is None:
             return None, None, None, None
         coef, scale_sp, m = ctx.saved_tensors
-        gm = grad_w * m  # (O, I, K+1)
-        gs = gm[..., 1:].transpose(0, 1)  # (I, O, K)
-        grad_coef = gs * scale_sp.unsqueeze(-1) if ctx.needs_input_grad[0] else None
-        grad_sb = gm[..., 0].T if ctx.needs_input_grad[1] else None
-        grad_sp = (gs * coef).sum(-1) if ctx.needs_input_grad[2] else None
-        return grad_coef, grad_sb, grad_sp, None
+        return (*spline_weights_backward(grad_w, coef, scale_sp, m, ctx.needs_input_grad[:3]), None)
+
+
+def spline_weights(coef: torch.Tensor, scale_base: torch.Tensor, scale_sp: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """`SplineWeights`'s forward without autograd: ``W (O, I, K+1)``."""
+    O, I = m.shape[:2]
+    w = coef.new_empty(O, I, coef.shape[2] + 1)
+    torch.mul(scale_base.T, m[..., 0], out=w[..., 0])
+    torch.mul(coef.transpose(0, 1), scale_sp.T.unsqueeze(-1), out=w[..., 1:]).mul_(m)
+    return w
+
+
+def spline_weights_backward(
+    grad_w: torch.Tensor, coef: torch.Tensor, scale_sp: torch.Tensor, m: torch.Tensor, needs: tuple[bool, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """`SplineWeights`'s backward without autograd: ``grad_w (O, I, K+1)`` -> the gradients of
+    ``coef``, ``scale_base``, ``scale_sp`` (None where ``needs``, three flags, is False)."""
+    gm = grad_w * m  # (O, I, K+1)
+    gs = gm[..., 1:].transpose(0, 1)  # (I, O, K)
+    grad_coef = gs * scale_sp.unsqueeze(-1) if needs[0] else None
+    grad_sb = gm[..., 0].T if needs[1] else None
+    grad_sp = (gs * coef).sum(-1) if needs[2] else None
+    return grad_coef, grad_sb, grad_sp
 
 
 class FixedFeatures:
@@ -187,6 +231,10 @@ class FixedFeatures:
         I, K1, B = self.feats.shape
         return wt.reshape(wt.shape[0], -1) @ self.feats.view(I * K1, B)
 
+    def saved(self, wt: torch.Tensor) -> EdgesSaved:
+        """What `edges_backward` needs for ``dWt`` of `output_t` (no input gradient)."""
+        return EdgesSaved(self.feats, wt, None, None)
+
     def cov(self, precise: bool) -> torch.Tensor:
         """``Cov_i = Fc_i Fc_i^T / (B - 1)`` ``(I, K+1, K+1)``, accumulated as `SplineEdges` does."""
         acc = torch.float64 if precise else self.feats.dtype
@@ -210,6 +258,39 @@ def std_from_cov(cov: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
     nearly dead edge the sum cancels most of its digits (see `SplineEdges`), which float32 does
     not have. ``(I, O, K+1)``-sized, cheap.
     """
+    return std_from_cov_parts(cov, wt)[0]
+
+
+class StdParts(NamedTuple):
+    """`std_from_cov`'s result and what its backward needs: ``std (I, O)`` in ``wt``'s dtype, in
+    ``cov``'s dtype ``w (I, O, K+1)``, ``wc = w Cov (I, O, K+1)``, ``var`` and ``root`` (its
+    floored square root), ``(I, O)``."""
+
+    std: torch.Tensor
+    w: torch.Tensor
+    wc: torch.Tensor
+    var: torch.Tensor
+    root: torch.Tensor
+
+
+def std_from_cov_parts(cov: torch.Tensor, wt: torch.Tensor) -> StdParts:
+    """`std_from_cov` with its intermediates (for `std_from_cov_backward`)."""
     w = wt.transpose(0, 1).to(cov.dtype)  # (I, O, K+1)
-    var = ((w @ cov) * w).sum(-1)  # (I, O)
-    return var.clamp_min(torch.finfo(wt.dtype).tiny).sqrt().to(wt.dtype)
+    wc = w @ cov
+    var = (wc * w).sum(-1)  # (I, O)
+    root = var.clamp_min(torch.finfo(wt.dtype).tiny).sqrt()
+    return StdParts(root.to(wt.dtype), w, wc, var, root)
+
+
+def std_from_cov_backward(
+    grad_std: torch.Tensor, parts: StdParts, tiny: float, need_cov: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gradient of `std_from_cov` without autograd: ``grad_std (I, O)`` -> ``grad_wt (O, I, K+1)``
+    (``grad_std``'s dtype) and, if ``need_cov``, ``grad_cov (I, K+1, K+1)`` (``cov``'s dtype).
+    ``tiny``: the floor of the variance (0 gradient below it). Uses ``Cov``'s symmetry:
+    ``d(w^T Cov w)/dw = 2 Cov w``."""
+    w, wc, var, root = parts.w, parts.wc, parts.var, parts.root
+    gvar = torch.where(var >= tiny, grad_std.to(root.dtype) / (2 * root), 0.0)  # (I, O)
+    grad_wt = (wc * (2 * gvar).unsqueeze(-1)).to(grad_std.dtype).transpose(0, 1)  # (O, I, K+1)
+    grad_cov = (w * gvar.unsqueeze(-1)).transpose(1, 2) @ w if need_cov else None  # (I, K+1, K+1)
+    return grad_wt, grad_cov

@@ -126,3 +126,52 @@ class SymbolicEdgesMixin:
     def _check_edge(self, i: int, j: int) -> None:
         if not (0 <= i < self.in_dim and 0 <= j < self.out_dim):
             raise ValueError(f"edge ({i}, {j}) out of range for a {self.in_dim} x {self.out_dim} layer")
+
+
+class SymbolicSaved(NamedTuple):
+    """What `symbolic_backward_t` needs of `symbolic_forward_t`: the edges' inputs ``xs (n, B)``,
+    ``(a, b, c, d)`` each ``(n, 1)``, ``f`` and ``f'`` at ``a xs + b`` ``(n, B)``, the mask ``m (n, 1)``."""
+
+    xs: torch.Tensor
+    affine: tuple[torch.Tensor, ...]
+    f: torch.Tensor
+    df: torch.Tensor
+    m: torch.Tensor
+
+
+def has_derivatives(edges: SymbolicEdges) -> bool:
+    """Whether every function of ``edges`` has its derivative (``dtorch``): `symbolic_forward_t` needs it."""
+    return all(fn.dtorch is not None for fn, _, _ in edges.spans)
+
+
+def symbolic_forward_t(
+    sym_affine: torch.Tensor, mask: torch.Tensor, xt: torch.Tensor, edges: SymbolicEdges
+) -> tuple[torch.Tensor, SymbolicSaved]:
+    """`SymbolicEdgesMixin`'s symbolic edge values summed at the outputs, transposed and without
+    autograd: ``xt (I, B)`` -> ``(O, B)`` (``O = mask.shape[1]``), with what `symbolic_backward_t` needs.
+    The same elementwise operations as the layer's forward. Every function needs ``dtorch``."""
+    a, b, c, d = sym_affine[edges.ii, edges.jj].T.unsqueeze(-1)  # each (n, 1)
+    xs = xt.index_select(0, edges.ii)  # (n, B)
+    z = xs * a + b
+    if len(edges.spans) == 1:
+        fn = edges.spans[0][0]
+        f, df = fn.torch(z), fn.dtorch(z)
+    else:
+        f = torch.cat([fn.torch(z[lo:hi]) for fn, lo, hi in edges.spans])
+        df = torch.cat([fn.dtorch(z[lo:hi]) for fn, lo, hi in edges.spans])
+    m = mask[edges.ii, edges.jj].unsqueeze(1)  # (n, 1)
+    yt = xt.new_zeros(mask.shape[1], xt.shape[1]).index_add_(0, edges.jj, (f * c + d) * m)
+    return yt, SymbolicSaved(xs, (a, b, c, d), f, df, m)
+
+
+def symbolic_backward_t(
+    saved: SymbolicSaved, grad_yt: torch.Tensor, edges: SymbolicEdges, in_dim: int, need_x: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gradient of `symbolic_forward_t`: ``grad_yt (O, B)`` -> the affine parameters' ``(n, 4)``
+    (rows in the order of ``edges``) and, if ``need_x``, the input's ``(I, B)``."""
+    a, _, c, _ = saved.affine
+    gv = grad_yt.index_select(0, edges.jj) * saved.m  # (n, B): d loss / d (c f + d)
+    gz = gv * c * saved.df  # d loss / d z
+    grad_affine = torch.stack([(gz * saved.xs).sum(1), gz.sum(1), (gv * saved.f).sum(1), gv.sum(1)], dim=1)
+    grad_xt = gz.new_zeros(in_dim, gz.shape[1]).index_add_(0, edges.ii, gz * a) if need_x else None
+    return grad_affine, grad_xt

@@ -13,6 +13,7 @@ import torch
 from kan_core.data import Dataset
 from kan_core.errors import NonFiniteLossError, TrainingCancelled
 from kan_core.lbfgs import LBFGS
+from kan_core import fast_objective
 from kan_core.model import KAN
 from kan_core.objective import mse
 
@@ -171,6 +172,11 @@ def fit(
     the state of the last finished step). ``callback(StepInfo)`` runs after every step. A NaN or
     infinite loss restores the parameters and grids from before that step and raises
     `NonFiniteLossError`. Bad arguments raise ValueError.
+
+    A network of plain layers whose symbolic functions have derivatives (``dtorch``), without the
+    coefficient terms, takes `kan_core.fast_objective`'s objective: the same formula, its gradient
+    by hand instead of autograd (a quarter to a third less time per evaluation of a small network;
+    sums may round differently).
     """
     _check_fit_args(model, dataset, opt, steps, lr, batch, lamb, grid_update_num, lbfgs_max_iter,
                     (lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff))
@@ -216,11 +222,16 @@ def fit(
                 model.update_grid(x)
 
             last: dict[str, torch.Tensor] = {}
+            fast = fast_objective.supports(model, lamb, lamb_coef, lamb_coefdiff)  # gradient by hand, no autograd
 
             def closure() -> torch.Tensor:
                 if lbfgs is None:  # (LBFGS zeroes its flat gradient buffer itself)
                     for p in params:  # (not optimizer.zero_grad: its torch._dynamo guard costs more per call)
                         p.grad = None
+                if fast:
+                    objective, last["mse"], last["reg"] = fast_objective.objective(
+                        model, x, y, lamb, lamb_l1, lamb_entropy, precise_reg, u0)
+                    return objective
                 if lamb > 0:
                     pred, reg = _forward_with_reg(model, x, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff,
                                                   precise_reg, u0)

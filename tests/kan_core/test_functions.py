@@ -104,3 +104,19 @@ def test_hyperbolic_sine_and_cosine_are_fitted_and_cost_like_tanh():
     costs = {n: DEFAULT_LIBRARY[n].complexity for n in ("sin", "tanh", "sinh", "cosh", "arcsin")}
     assert costs["sin"] < costs["sinh"] == costs["cosh"] == costs["tanh"] < costs["arcsin"]
     assert "sinh" not in SEED_LIBRARY_NAMES  # the default pipeline's library is unchanged
+
+
+@pytest.mark.parametrize("name", [n for n, f in DEFAULT_LIBRARY.items() if f.dtorch is not None])
+def test_dtorch_is_autograds_derivative(name):
+    """``dtorch`` is the gradient autograd gives for ``torch`` (clamped regions included), away from
+    the clamps' edges."""
+    fn = DEFAULT_LIBRARY[name]
+    x = torch.cat([torch.linspace(-60, 60, 2401, dtype=torch.float64), torch.linspace(-2, 2, 4001, dtype=torch.float64)])
+    x = x[(x.abs() - 1e-6).abs() > 1e-9]  # not at the +-eps clamp edges
+    x = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(fn.torch(x).sum(), x)
+    torch.testing.assert_close(fn.dtorch(x.detach()), grad, rtol=1e-12, atol=1e-15)
+
+
+def test_the_seed_library_has_derivatives():
+    assert all(DEFAULT_LIBRARY[n].dtorch is not None for n in SEED_LIBRARY_NAMES)

@@ -64,17 +64,24 @@ def test_fit_with_regulariser_reports_reg(dataset):
     ("LBFGS", None, True), ("Adam", None, False), ("LBFGS", False, False), ("Adam", True, True),
 ])
 def test_fit_chooses_precise_reg_per_optimiser(dataset, monkeypatch, opt, precise_reg, expected):
-    """None: float64 edge-std accumulation for LBFGS (line search), the model's dtype for Adam."""
+    """None: float64 edge-std accumulation for LBFGS (line search), the model's dtype for Adam
+    (on either objective path: autograd's `forward_with_edge_std` or `fast_objective.objective`)."""
+    from kan_core import fast_objective
     from kan_core.layer import KANLayer
 
     seen: list[bool] = []
-    orig = KANLayer.forward_with_edge_std
+    orig, orig_net = KANLayer.forward_with_edge_std, fast_objective.objective
 
     def spy(self, x, precise=True):
         seen.append(precise)
         return orig(self, x, precise)
 
+    def spy_net(model, x, y, lamb, lamb_l1, lamb_entropy, precise, u0):
+        seen.append(precise)
+        return orig_net(model, x, y, lamb, lamb_l1, lamb_entropy, precise, u0)
+
     monkeypatch.setattr(KANLayer, "forward_with_edge_std", spy)
+    monkeypatch.setattr(fast_objective, "objective", spy_net)
     model = KAN([2, 3, 1], seed=0, dtype=torch.float32)
     hist = fit(model, dataset, opt=opt, steps=2, lr=0.01 if opt == "Adam" else 1.0, lamb=0.01,
                precise_reg=precise_reg, lbfgs_max_iter=2)
