@@ -10,10 +10,10 @@ from typing import Literal
 
 import torch
 
+from kan_core import fast_objective
 from kan_core.data import Dataset
 from kan_core.errors import NonFiniteLossError, TrainingCancelled
 from kan_core.lbfgs import LBFGS
-from kan_core import fast_objective
 from kan_core.model import KAN
 from kan_core.objective import mse
 
