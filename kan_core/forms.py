@@ -168,9 +168,6 @@ def pull_out_of_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol], *
     the caller bounds the growth of the whole formula)."""
     back = {v: k for k, v in pos.items()}
 
-    def is_positive_monomial(term: sympy.Expr) -> bool:
-        return _is_positive_monomial(term, pos)
-
     def pull(node: sympy.Expr) -> sympy.Expr:
         if not (isinstance(node, sympy.Pow) and isinstance(node.base, sympy.Add) and node.exp.is_Rational
                 and node.exp.q == 2):
@@ -180,7 +177,7 @@ def pull_out_of_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol], *
             if len(terms) != 2 or not node.exp.is_negative:
                 return node
             for t0, t1 in (terms, terms[::-1]):
-                if is_positive_monomial(t0) and t1.as_coeff_Mul()[0].is_negative:
+                if _is_positive_monomial(t0, pos) and t1.as_coeff_Mul()[0].is_negative:
                     return (t0.xreplace(pos) ** node.exp).xreplace(back) * (1 + sympy.powsimp(t1 / t0)) ** node.exp
             return node
         best, best_size = node, (1, formula_complexity(node))
@@ -188,11 +185,11 @@ def pull_out_of_roots(expr: sympy.Expr, pos: dict[sympy.Symbol, sympy.Symbol], *
         if isinstance(rest, sympy.Mul):
             outer = [f for f in rest.args if not isinstance(f, sympy.Add)]
             inner = [f for f in rest.args if isinstance(f, sympy.Add)]
-            if common > 0 and outer and len(inner) == 1 and is_positive_monomial(sympy.Mul(*outer)):
+            if common > 0 and outer and len(inner) == 1 and _is_positive_monomial(sympy.Mul(*outer), pos):
                 cand = ((common * sympy.Mul(*outer)).xreplace(pos) ** node.exp).xreplace(back) * inner[0] ** node.exp
                 best, best_size = cand, (1, formula_complexity(cand))
         for t0 in node.base.args:
-            if not is_positive_monomial(t0):
+            if not _is_positive_monomial(t0, pos):
                 continue
             inner = sympy.Add(*(sympy.powsimp(t / t0) for t in node.base.args))
             cand = (t0.xreplace(pos) ** node.exp).xreplace(back) * inner**node.exp
