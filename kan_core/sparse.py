@@ -116,6 +116,7 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
     tol = EXACT_REL_RMSE * y_std if y_std > 0 else 1e-300
     found: dict[tuple[str, str, tuple[int, ...], int], _Raw] = {}
     sparsest, exact_tier = max_terms + 1, None  # terms of the sparsest exact fit so far, and its tier
+    short = min(SPARSER_AFTER, max_terms)  # an exact fit of at most this many terms ends the search
     for tier in tiers:
         fewest = sparsest - 1  # after an exact fit, later transforms and the next tier only look for sparser ones
         if tier == PREFACTOR_AFTER_TIER + 1 and prefactor and exact_tier is None and not stop():
@@ -143,12 +144,12 @@ def _fit_sparse(X: np.ndarray, y: np.ndarray, names: Sequence[str], max_terms: i
                     sparsest = min(sparsest, *exact_terms)  # the transforms after it may still hold a sparser one
                     fewest = sparsest - 1
                     break
-            if fewest < SPARSER_AFTER:
+            if sparsest <= short:
                 break  # transforms are in order of preference: a short exact fit is kept
         exact_tier = tier if exact_tier is None and sparsest <= max_terms else exact_tier
         # a long exact fit (a 6-term series of log y for exp(u) - 1 on a short range) lets the next
         # tier, whose functions it lacked, look for a sparser one; a short one ends the search
-        if stop() or sparsest <= SPARSER_AFTER or (exact_tier is not None and tier > exact_tier):
+        if stop() or sparsest <= short or (exact_tier is not None and tier > exact_tier):
             break
     exact = sorted((r for r in found.values() if r.rmse <= tol), key=lambda r: len(r.support))
     chosen = exact[: 2 * max_results] or sorted(found.values(), key=lambda r: r.rmse)[:max_results]

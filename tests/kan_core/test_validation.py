@@ -97,6 +97,7 @@ def test_noisy_data_stops_at_the_noise_floor_not_the_budget():
 @pytest.mark.parametrize("formula, ranges, seed", [
     ("mu*Nn", {"mu": (1, 5), "Nn": (1, 5)}, 6),
     ("m_0/sqrt(1 - v**2/c**2)", {"m_0": (1, 5), "v": (1, 2), "c": (3, 10)}, 10),
+    ("1/sqrt(1 - u**2)", {"u": (0.1, 0.67)}, 0),  # I.10.7 with units: the fewest terms through 1/y**2
 ])  # the public set's I.12.1 and I.10.7 as bench_discovery.py --noise 0.01 draws them
 def test_the_sparse_candidate_at_the_noise_floor_is_the_law_not_an_overfit(formula, ranges, seed, monkeypatch):
     """With 1% noise, fits with more terms or other transforms (``Nn*mu + 0.0137/Nn**2``, the rational
