@@ -40,7 +40,7 @@ TIERS: tuple[int, ...] = (0, 1, 2, 3)
 TRANSFORMS: tuple[str, ...] = ("y", "log", "1/y", "rational", "y^2", "1/y^2", "sqrt", "asin", "asinh", "rational-q",
                                "log(1+1/y)", "rational-y^2")
 LOG_LIKE = ("log", "log(1+1/y)")  # targets whose dictionary leads with the logs of the inputs (monomials)
-SPARSER_AFTER = 3  # an exact fit of more terms than this lets the later transforms look for a sparser one
+SPARSER_AFTER = 3  # an exact fit of more terms than this lets the later transforms (and the next tier) look for a sparser one
 MAX_SINH_ARG = 30.0  # sinh(y) only for |y| up to this (beyond, its values span too many decades)
 ONE_INPUT_TRANSFORMS = ("asinh",)  # rare in laws of several variables, and slow there (I.34.1's fit: 5 s -> 20 s)
 PREFACTOR_AFTER_TIER = 2  # after this tier, y divided by its monomial prefactor is tried (tiers up to this one)
