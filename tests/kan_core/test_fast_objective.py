@@ -49,6 +49,20 @@ def _by_hand(model, x, y, lamb, precise, u0):
     return values, [p.grad for p in params]
 
 
+def _assert_same_as_autograd(model, x, y, lamb, u0) -> list:
+    """The objective's values (relative 1e-12) and gradients (1e-12 of their largest entry) by hand
+    and through autograd; returns the gradients by hand."""
+    ref_values, ref_grads = _autograd(model, x, y, lamb, True, u0)
+    values, grads = _by_hand(model, x, y, lamb, True, u0)
+    for a, b in zip(ref_values, values):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=0)
+    for a, b in zip(ref_grads, grads):
+        assert (a is None) == (b is None)  # sym_affine: no gradient on either path
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-12 * float(a.abs().max()))
+    return grads
+
+
 @pytest.mark.parametrize("width, lamb, cached, regrid, mask_one", [
     ([2, 5, 1], 0.01, True, True, True),
     ([2, 5, 1], 0.01, True, False, False),
@@ -63,15 +77,8 @@ def test_objective_matches_autograd_float64(dataset, width, lamb, cached, regrid
     model = _model(width, torch.float64, x, regrid, mask_one)
     model.layers[0].cache_fixed_inputs(cached)
     u0 = x.std(0) + 0.1 if lamb > 0 else None
-    ref_values, ref_grads = _autograd(model, x, y, lamb, True, u0)
-    values, grads = _by_hand(model, x, y, lamb, True, u0)
+    _assert_same_as_autograd(model, x, y, lamb, u0)
     model.layers[0].cache_fixed_inputs(False)
-    for a, b in zip(ref_values, values):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=0)
-    for a, b in zip(ref_grads, grads):
-        assert (a is None) == (b is None)  # sym_affine: no gradient on either path
-        if a is not None:
-            torch.testing.assert_close(b, a, rtol=0, atol=1e-12 * float(a.abs().max()))
 
 
 @pytest.mark.parametrize("precise", [True, False])
@@ -133,15 +140,8 @@ def test_objective_with_symbolic_edges_matches_autograd(dataset, lamb, symbolic)
         model.layers[layer].set_symbolic(i, j, name, (torch.rand(4, generator=gen, dtype=torch.float64) + 0.5).tolist())
     model.layers[0].cache_fixed_inputs(True)
     u0 = x.std(0) + 0.1 if lamb > 0 else None
-    ref_values, ref_grads = _autograd(model, x, y, lamb, True, u0)
-    values, grads = _by_hand(model, x, y, lamb, True, u0)
+    grads = _assert_same_as_autograd(model, x, y, lamb, u0)
     model.layers[0].cache_fixed_inputs(False)
-    for a, b in zip(ref_values, values):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=0)
-    for a, b in zip(ref_grads, grads):
-        assert (a is None) == (b is None)
-        if a is not None:
-            torch.testing.assert_close(b, a, rtol=0, atol=1e-12 * float(a.abs().max()))
     assert any(g is not None and g.abs().max() > 0 for g in grads[3::4])  # sym_affine's gradients
 
 
