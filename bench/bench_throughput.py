@@ -1,11 +1,11 @@
-"""Training throughput (issue 2): kan_core vs pykan 0.2.8 vs an MLP of the same parameter count.
+"""Training throughput (issues 2, 14): kan_core vs pykan 0.2.8 vs an MLP of the same parameter count.
 
 One training step = forward, regulariser (lamb > 0), backward, Adam update, on a float32 batch of
 4096 rows for width [8, 64, 64, 1], grid 10, k 3:
 
 - kan_core: what ``kan_core.train.fit(opt="Adam")`` runs per step: ``kan_core.fast_objective.objective``
-            (MSE + lamb * reg with its gradient by hand, ``precise=False``; a new batch each step, so
-            no cached first-layer features), then Adam; ``--autograd``: ``forward_with_reg`` and
+            (MSE + lamb * reg with its gradient by hand, ``precise=False``; the first layer's feature
+            cache off, so every step computes all features, as a new batch would), then Adam; ``--autograd``: ``forward_with_reg`` and
             ``loss.backward()`` instead (the path of networks fast_objective does not cover);
 - pykan:    ``model(x)`` with ``save_act`` (its activations for the regulariser),
             ``model.get_reg("edge_forward_spline_n", ...)`` (what its ``fit`` uses), Adam;
