@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from kan_core.edge_reg import ENTROPY_EPS, add_edge_term
 from kan_core.layer import KANLayer
 from kan_core.model import KAN
 from kan_core.spline_edges import (
@@ -151,25 +152,19 @@ def _spline_backward(layer: KANLayer, tape: dict, grad_yt: torch.Tensor, with_re
 def _edge_reg(
     reg: torch.Tensor, std: torch.Tensor, u: torch.Tensor, lamb_l1: float, lamb_entropy: float, lamb: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``reg`` plus one layer's regulariser term (`kan_core.train.fit`'s formula, the same operations)
-    from the edge stds ``std (I, O)`` and input scales ``u (I,)``, and the gradients of ``lamb *`` the
-    term: ``(reg, d/dstd (I, O), d/du (I,))``.
+    """``reg`` plus one layer's regulariser term (`kan_core.edge_reg`) from the edge stds ``std (I, O)``
+    and input scales ``u (I,)``, and the gradients of ``lamb *`` the term: ``(reg, d/dstd (I, O), d/du (I,))``.
 
     With ``A = std / u``, ``p = A / (s + 1)`` for the row (column) sums ``s`` and ``h(p) = p log2(p + eps)``:
     ``d sum_j h(p_j) / dA_j = (h'(p_j) - sum_l h'(p_l) p_l) / (s + 1)``.
     """
     I, O = std.shape
-    a = std / u.unsqueeze(1)  # (I, O)
-    s_row, s_col = a.sum(1, keepdim=True) + 1, a.sum(0, keepdim=True) + 1
-    p_row, p_col = a / s_row, a / s_col
-    log_row, log_col = torch.log2(p_row + 1e-4), torch.log2(p_col + 1e-4)
-    ent = (p_row * log_row).sum() / I + (p_col * log_col).sum() / O
-    reg = reg + lamb_l1 * a.sum() - lamb_entropy * ent
-    dh_row = log_row + p_row / ((p_row + 1e-4) * _LN2)  # h'(p)
-    dh_col = log_col + p_col / ((p_col + 1e-4) * _LN2)
-    d_ent = (dh_row - (dh_row * p_row).sum(1, keepdim=True)) / (s_row * I)
-    d_ent += (dh_col - (dh_col * p_col).sum(0, keepdim=True)) / (s_col * O)
+    t = add_edge_term(reg, std, u, lamb_l1, lamb_entropy)
+    dh_row = t.log_row + t.p_row / ((t.p_row + ENTROPY_EPS) * _LN2)  # h'(p)
+    dh_col = t.log_col + t.p_col / ((t.p_col + ENTROPY_EPS) * _LN2)
+    d_ent = (dh_row - (dh_row * t.p_row).sum(1, keepdim=True)) / (t.s_row * I)
+    d_ent += (dh_col - (dh_col * t.p_col).sum(0, keepdim=True)) / (t.s_col * O)
     g_a = (lamb_l1 - lamb_entropy * d_ent) * lamb  # (I, O)
     g_std = g_a / u.unsqueeze(1)
-    g_u = -(g_a * a).sum(1) / u  # (I,)
-    return reg, g_std, g_u
+    g_u = -(g_a * t.a).sum(1) / u  # (I,)
+    return t.reg, g_std, g_u

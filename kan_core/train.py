@@ -12,6 +12,7 @@ import torch
 
 from kan_core import fast_objective
 from kan_core.data import Dataset
+from kan_core.edge_reg import add_edge_term
 from kan_core.errors import NonFiniteLossError, TrainingCancelled
 from kan_core.lbfgs import LBFGS
 from kan_core.model import KAN
@@ -96,12 +97,7 @@ def _forward_with_reg(
     for index, layer in enumerate(model.layers):
         y, edge_std = layer.forward_with_edge_std(x, precise)  # (B, O), (I, O)
         u = u0 if index == 0 and u0 is not None else x.std(0) + 0.1  # (I,)
-        a = edge_std / u.unsqueeze(1)  # (I, O)
-        p_row = a / (a.sum(1, keepdim=True) + 1)
-        p_col = a / (a.sum(0, keepdim=True) + 1)
-        # H(p_row, 1) + H(p_col, 0), the means over rows / columns written as sums / counts
-        ent = (p_row * torch.log2(p_row + 1e-4)).sum() / a.shape[0] + (p_col * torch.log2(p_col + 1e-4)).sum() / a.shape[1]
-        reg = reg + lamb_l1 * a.sum() - lamb_entropy * ent
+        reg = add_edge_term(reg, edge_std, u, lamb_l1, lamb_entropy).reg
         if lamb_coef > 0 or lamb_coefdiff > 0:
             m = layer.mask * (1 - layer.sym_mask)  # (I, O): spline edges
             reg = reg + lamb_coef * (m * layer.coef.abs().mean(-1)).sum()
