@@ -129,8 +129,7 @@ def _spline_backward(layer: KANLayer, tape: dict, grad_yt: torch.Tensor, with_re
     ``scale_sp``; returns the input's ``(I, B)`` if ``need_x``."""
     saved, grad_cov = tape["saved"], None
     if with_reg:
-        g_wt_std, grad_cov = std_from_cov_backward(tape["g_std"], tape["parts"], torch.finfo(saved.wt.dtype).tiny,
-                                                   need_x)
+        g_wt_std, grad_cov = std_from_cov_backward(tape["g_std"], tape["parts"], need_x)
     grad_xt, grad_wt = edges_backward(saved, grad_yt, grad_cov, need_x, need_w=True)
     if with_reg:
         grad_wt += g_wt_std

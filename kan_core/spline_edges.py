@@ -283,14 +283,14 @@ def std_from_cov_parts(cov: torch.Tensor, wt: torch.Tensor) -> StdParts:
 
 
 def std_from_cov_backward(
-    grad_std: torch.Tensor, parts: StdParts, tiny: float, need_cov: bool
+    grad_std: torch.Tensor, parts: StdParts, need_cov: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The gradient of `std_from_cov` without autograd: ``grad_std (I, O)`` -> ``grad_wt (O, I, K+1)``
     (``grad_std``'s dtype) and, if ``need_cov``, ``grad_cov (I, K+1, K+1)`` (``cov``'s dtype).
-    ``tiny``: the floor of the variance (0 gradient below it). Uses ``Cov``'s symmetry:
+    Below the variance's floor (the std dtype's tiny) the gradient is 0. Uses ``Cov``'s symmetry:
     ``d(w^T Cov w)/dw = 2 Cov w``."""
     w, wc, var, root = parts.w, parts.wc, parts.var, parts.root
-    gvar = torch.where(var >= tiny, grad_std.to(root.dtype) / (2 * root), 0.0)  # (I, O)
+    gvar = torch.where(var >= torch.finfo(parts.std.dtype).tiny, grad_std.to(root.dtype) / (2 * root), 0.0)  # (I, O)
     grad_wt = (wc * (2 * gvar).unsqueeze(-1)).to(grad_std.dtype).transpose(0, 1)  # (O, I, K+1)
     grad_cov = (w * gvar.unsqueeze(-1)).transpose(1, 2) @ w if need_cov else None  # (I, K+1, K+1)
     return grad_wt, grad_cov
